@@ -1,0 +1,84 @@
+"""Reference inputs (``baseline``) and the image operations they need.
+
+``baseline`` is, everywhere in pellucid:
+- a number: a constant input;
+- a tensor/array broadcastable to the inputs (one reference per input, or one for all);
+- ``"blur"``: a Gaussian blur of each image (kernel 11, sigma 5, as in the RISE insertion
+  protocol); for tabular inputs this is not defined and raises;
+- ``"mean"``: each image's per-channel mean; for tabular inputs the per-feature mean of the
+  batch being explained (pass a background mean as a tensor to choose another).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BASELINE_NAMES = ("blur", "mean")
+
+
+def check_baseline(baseline: Any) -> Any:
+    """Validate the kind of ``baseline`` (its shape is checked against inputs later)."""
+    if isinstance(baseline, str):
+        if baseline not in BASELINE_NAMES:
+            raise ValueError(f"baseline must be a number, a tensor, or one of {BASELINE_NAMES}; "
+                             f"got {baseline!r}")
+        return baseline
+    if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        return float(baseline)
+    if isinstance(baseline, (torch.Tensor, np.ndarray)):
+        return baseline
+    raise TypeError(f"baseline must be a number, a tensor, or one of {BASELINE_NAMES}; "
+                    f"got {type(baseline).__name__}")
+
+
+def make_baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
+    """The reference input for each of ``x``: a tensor of ``x``'s shape (a new tensor)."""
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            if x.ndim != 4:
+                raise ValueError("baseline 'blur' needs images (N, C, H, W); "
+                                 f"got shape {tuple(x.shape)}")
+            return gaussian_blur(x)
+        if x.ndim == 4:
+            return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+        return x.mean(dim=0, keepdim=True).expand_as(x).clone()
+    if isinstance(baseline, numbers.Real):
+        return torch.full_like(x, float(baseline))
+    reference = torch.as_tensor(np.asarray(baseline) if isinstance(baseline, np.ndarray)
+                                else baseline).to(x.dtype)
+    try:
+        return torch.broadcast_to(reference, x.shape).clone()
+    except RuntimeError as error:
+        raise ValueError(f"baseline of shape {tuple(reference.shape)} does not broadcast to "
+                         f"inputs of shape {tuple(x.shape)}") from error
+
+
+def gaussian_kernel1d(kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Normalized 1-D Gaussian, centred, ``kernel_size`` taps."""
+    offsets = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
+    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(x: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Separable Gaussian blur of images ``(N, C, H, W)`` per channel, zero padding 'same'
+    (the convolution of the RISE reference code, ``nn.Conv2d`` with ``padding=k//2``)."""
+    kernel = gaussian_kernel1d(kernel_size, sigma).to(x.device, x.dtype)
+    channels = x.shape[1]
+    pad = kernel_size // 2
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    out = F.conv2d(x, horizontal, padding=(0, pad), groups=channels)
+    return F.conv2d(out, vertical, padding=(pad, 0), groups=channels)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, h, w)`` or ``(N, C, h, w)`` maps to ``size`` (align_corners=False)."""
+    squeeze = maps.ndim == 3
+    out = F.interpolate(maps[:, None] if squeeze else maps, size=size, mode="bilinear",
+                        align_corners=False)
+    return out[:, 0] if squeeze else out

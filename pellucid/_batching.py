@@ -1,0 +1,72 @@
+"""The one batched forward helper every method uses.
+
+Memory is bounded by ``batch_size``: inputs that do not exist yet (perturbed copies, noisy
+samples, interpolation points) are built one batch at a time by a ``make_inputs(slice)``
+callback, so ``nb_samples`` or image size never decide how much is held at once.
+Black-box passes run under ``torch.inference_mode()`` (in :meth:`Model.predict`); gradient
+passes use ``torch.autograd.grad`` so no ``.grad`` is left on the user's parameters.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import Model
+
+
+def iter_slices(n: int, batch_size: int, progress: bool = False, desc: str | None = None
+                ) -> Iterator[slice]:
+    """Slices ``[0, b), [b, 2b), ...`` covering ``range(n)``, with a tqdm bar when asked for and
+    when there is more than one batch."""
+    starts = range(0, n, batch_size)
+    show = progress and len(starts) > 1
+    for start in tqdm(starts, desc=desc, disable=not show, leave=False):
+        yield slice(start, min(start + batch_size, n))
+
+
+def predict_generated(model: Model, n: int, make_inputs: Callable[[slice], torch.Tensor], *,
+                      batch_size: int, probabilities: bool = False, progress: bool = False,
+                      desc: str | None = None) -> torch.Tensor:
+    """Scores ``(n, K)`` of the model on ``make_inputs(s)`` for consecutive slices ``s``."""
+    outputs = [model.predict(make_inputs(s), probabilities=probabilities)
+               for s in iter_slices(n, batch_size, progress, desc)]
+    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+
+
+def predict_batched(model: Model, inputs: torch.Tensor, *, batch_size: int,
+                    probabilities: bool = False, progress: bool = False,
+                    desc: str | None = None) -> torch.Tensor:
+    """Scores ``(N, K)`` of the model on ``inputs``, ``batch_size`` at a time."""
+    return predict_generated(model, len(inputs), lambda s: inputs[s], batch_size=batch_size,
+                             probabilities=probabilities, progress=progress, desc=desc)
+
+
+def gradients_generated(model: Model, n: int,
+                        make_inputs: Callable[[slice], tuple[torch.Tensor, torch.Tensor]], *,
+                        batch_size: int, progress: bool = False, desc: str | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the target score w.r.t. the input, batched.
+
+    ``make_inputs(s)`` returns ``(inputs, targets)`` for the items in slice ``s``. Returns the
+    gradients (same shape as the inputs) and the target scores ``(n,)``, both float32 on the CPU.
+    """
+    grads, scores = [], []
+    for s in iter_slices(n, batch_size, progress, desc):
+        x, t = make_inputs(s)
+        g, y = input_gradient(model, x, t)
+        grads.append(g)
+        scores.append(y)
+    return torch.cat(grads), torch.cat(scores)
+
+
+def input_gradient(model: Model, x: torch.Tensor, targets: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """d output[i, targets[i]] / d x[i] for one batch, and the scores; CPU float32."""
+    leaf = x.detach().to(model.device, torch.float32).clone().requires_grad_(True)
+    out = model.forward_with_grad(leaf)
+    out = out.reshape(len(leaf), -1)
+    score = out.gather(1, targets.to(out.device).long()[:, None])[:, 0]
+    (grad,) = torch.autograd.grad(score.sum(), leaf)
+    return grad.detach().float().cpu(), score.detach().float().cpu()

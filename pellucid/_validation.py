@@ -1,0 +1,149 @@
+"""Input, target, hyperparameter and heatmap checks with messages that say what was expected
+and what came. Every check runs before any expensive work and never changes its argument."""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+BLACK_BOX_METHODS = "Occlusion, Rise or Sobol"
+
+
+def as_float_tensor(inputs: Any, name: str = "inputs") -> torch.Tensor:
+    """A float tensor view of a tensor or array (the caller's object is never modified)."""
+    if isinstance(inputs, torch.Tensor):
+        tensor = inputs.detach()
+    elif isinstance(inputs, np.ndarray) or isinstance(inputs, (list, tuple)):
+        tensor = torch.as_tensor(np.asarray(inputs))
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(inputs).__name__}")
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32, torch.uint8)):
+        raise TypeError(f"{name} must hold numbers, got dtype {tensor.dtype}")
+    return tensor.float() if tensor.dtype != torch.float32 else tensor
+
+
+def check_inputs(inputs: Any) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` or tabular ``(N, F)``, finite, at least one sample."""
+    x = as_float_tensor(inputs)
+    if x.ndim not in (2, 4):
+        raise ValueError(
+            f"inputs must be images (N, C, H, W) or tabular (N, F); got shape {tuple(x.shape)} "
+            f"(rank {x.ndim}). Add a batch dimension with x[None] for a single sample."
+        )
+    if len(x) == 0:
+        raise ValueError("inputs hold no sample (N = 0)")
+    check_finite(x, "inputs")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"{name} must be finite; found {bad} NaN/inf value(s)")
+
+
+def check_input_matches_module(x: torch.Tensor, module: nn.Module) -> None:
+    """Channel / feature count against the module's first Conv2d or Linear layer."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            if x.ndim != 4:
+                raise ValueError(f"the model starts with a Conv2d and expects images "
+                                 f"(N, {layer.in_channels}, H, W); got shape {tuple(x.shape)}")
+            if x.shape[1] != layer.in_channels:
+                raise ValueError(f"the model's first Conv2d expects {layer.in_channels} channels; "
+                                 f"inputs have {x.shape[1]} (shape {tuple(x.shape)})")
+            return
+        if isinstance(layer, nn.Linear):
+            if x.ndim == 2 and x.shape[1] != layer.in_features:
+                raise ValueError(f"the model's first Linear layer expects {layer.in_features} "
+                                 f"features; inputs have {x.shape[1]}")
+            return
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_probability(name: str, value: Any, open_interval: bool = True) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
+        0 < value < 1 if open_interval else 0 <= value <= 1)
+    if not ok:
+        interval = "(0, 1)" if open_interval else "[0, 1]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_seed(seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed must be an int or None, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
+def check_targets(targets: Any, n: int, n_outputs: int) -> torch.Tensor:
+    """An int, or a sequence/tensor of ``n`` ints, each in ``[0, n_outputs)``; returns ``(n,)``."""
+    if isinstance(targets, bool):
+        raise TypeError(f"targets must be an int or a sequence of {n} ints, got a bool")
+    if isinstance(targets, numbers.Integral):
+        t = torch.full((n,), int(targets), dtype=torch.long)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(targets.cpu() if torch.is_tensor(targets) else targets))
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"targets must be an int or a sequence of {n} ints, "
+                            f"got {type(targets).__name__}") from error
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"targets must be integers, got dtype {t.dtype}")
+        t = t.reshape(-1).long()
+        if len(t) != n:
+            raise ValueError(f"targets must hold one class per input: expected {n}, got {len(t)}")
+    if len(t) and (t.min() < 0 or t.max() >= n_outputs):
+        raise ValueError(f"targets must be class indices in [0, {n_outputs}); "
+                         f"got values from {t.min().item()} to {t.max().item()}")
+    return t
+
+
+def check_heatmaps(heatmaps: Any, inputs: torch.Tensor) -> torch.Tensor:
+    """Heatmaps ``(N, H, W)`` for images ``(N, C, H, W)`` (``(N, C, H, W)`` is summed over
+    channels), ``(N, F)`` for tabular; finite. Returns float32 CPU."""
+    h = as_float_tensor(heatmaps, "heatmaps").cpu()
+    if inputs.ndim == 4:
+        if h.ndim == 4 and h.shape == inputs.shape:
+            h = h.sum(1)
+        expected = (inputs.shape[0], inputs.shape[2], inputs.shape[3])
+    else:
+        expected = tuple(inputs.shape)
+    if tuple(h.shape) != tuple(expected):
+        raise ValueError(f"heatmaps must have shape {tuple(expected)} to match inputs of shape "
+                         f"{tuple(inputs.shape)}; got {tuple(h.shape)}")
+    check_finite(h, "heatmaps")
+    return h
+
+
+def check_white_box(model: Any, method: str) -> nn.Module:
+    """White-box methods need gradients, so a Module."""
+    from .models import Model
+    module = model.module if isinstance(model, Model) else model
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"{method} needs the gradients of a torch.nn.Module; got {type(model).__name__}. "
+            f"For scikit-learn estimators or numpy callables use a black-box method: "
+            f"{BLACK_BOX_METHODS}."
+        )
+    return module

@@ -1,0 +1,1 @@
+"""Faithfulness and localization metrics; they consume heatmaps and return MetricResults."""
