@@ -1,0 +1,95 @@
+"""Batching, baselines, validation: the helpers every method relies on."""
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from pellucid._baselines import gaussian_blur, make_baseline
+from pellucid._batching import iter_slices, predict_generated
+from pellucid._validation import check_heatmaps, check_inputs, check_targets
+from pellucid.models import as_model
+
+
+def test_iter_slices_cover_range_exactly_once():
+    covered = [i for s in iter_slices(23, 5) for i in range(23)[s]]
+    assert covered == list(range(23))
+
+
+def test_predict_generated_never_builds_more_than_batch_size():
+    sizes = []
+
+    def make_inputs(s):
+        sizes.append(s.stop - s.start)
+        return torch.ones(s.stop - s.start, 3)
+
+    out = predict_generated(as_model(lambda a: a.sum(1)), 100, make_inputs, batch_size=16)
+    assert max(sizes) == 16 and sum(sizes) == 100
+    torch.testing.assert_close(out, torch.full((100, 1), 3.0))
+
+
+def test_gaussian_blur_matches_scipy_with_zero_padding():
+    image = torch.rand(1, 2, 20, 17, generator=torch.Generator().manual_seed(0))
+    ours = gaussian_blur(image, kernel_size=11, sigma=5.0)
+    # scipy: truncate so that the kernel has radius 5 (11 taps), zero ("constant") borders;
+    # scipy's kernel is normalized over the same 11 taps.
+    for c in range(2):
+        ref = ndimage.gaussian_filter(image[0, c].numpy().astype(np.float64), sigma=5.0,
+                                      mode="constant", cval=0.0, truncate=1.0)
+        np.testing.assert_allclose(ours[0, c].numpy(), ref, atol=1e-5)
+
+
+def test_gaussian_blur_keeps_a_constant_interior_constant():
+    image = torch.full((1, 1, 40, 40), 0.7)
+    assert torch.allclose(gaussian_blur(image)[0, 0, 10:30, 10:30], torch.tensor(0.7), atol=1e-6)
+
+
+@pytest.mark.parametrize("baseline", [0.0, 0.5, "mean", "blur"])
+def test_make_baseline_shapes_and_values(baseline):
+    x = torch.rand(2, 3, 12, 12)
+    b = make_baseline(baseline, x)
+    assert b.shape == x.shape
+    if baseline == "mean":
+        torch.testing.assert_close(b[:, :, 0, 0], x.mean(dim=(2, 3)))
+    elif isinstance(baseline, float):
+        assert torch.all(b == baseline)
+
+
+def test_make_baseline_tensor_must_broadcast():
+    with pytest.raises(ValueError, match="does not broadcast"):
+        make_baseline(torch.zeros(5), torch.rand(2, 3))
+
+
+def test_tabular_blur_baseline_is_rejected():
+    with pytest.raises(ValueError, match="needs images"):
+        make_baseline("blur", torch.rand(2, 3))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.rand(3, 16, 16), "rank 3"),
+    (torch.full((2, 4), float("nan")), "NaN/inf"),
+    (torch.empty(0, 4), "no sample"),
+    ("not an array", "torch.Tensor or numpy array"),
+])
+def test_check_inputs_messages(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        check_inputs(bad)
+
+
+def test_check_inputs_accepts_numpy_without_copying_semantics_change():
+    array = np.ones((2, 4), dtype=np.float64)
+    x = check_inputs(array)
+    assert x.dtype == torch.float32 and array.dtype == np.float64
+
+
+@pytest.mark.parametrize("targets, message", [
+    (5, r"\[0, 3\)"), ([0, 1], "expected 3, got 2"), ([0.5, 1.0, 2.0], "integers"),
+    (True, "bool"),
+])
+def test_check_targets_messages(targets, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        check_targets(targets, 3, 3)
+
+
+def test_check_heatmaps_shape_message():
+    with pytest.raises(ValueError, match=r"\(2, 8, 8\).*got \(2, 7, 8\)"):
+        check_heatmaps(torch.zeros(2, 7, 8), torch.zeros(2, 3, 8, 8))
