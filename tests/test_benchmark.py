@@ -1,0 +1,223 @@
+"""Benchmark runner: one row per cell, heatmaps explained once, resumable after an interruption,
+fingerprints that follow the config, TOML configs, and the HTML report."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pellucid.benchmark import (RESULT_COLUMNS, BenchmarkConfig, DatasetSpec, MethodSpec,
+                                MetricSpec, RandomAttribution, load_config, run_benchmark)
+from pellucid.explain.base import Explainer
+from pellucid.metrics.base import MetricResult
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def tiny_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(16, 3)).eval()
+
+
+def tiny_data(n: int = 12, masks: bool = True):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    m = torch.zeros(n, 8, 8, dtype=torch.bool)
+    m[:, :4, :4] = True
+    return SimpleNamespace(x_test=x, y_test=torch.randint(0, 3, (n,), generator=g),
+                           masks_test=m if masks else None)
+
+
+class CountingExplainer(Explainer):
+    """Heatmap = input * scale (channel summed); counts its explain calls."""
+
+    calls = 0
+
+    def __init__(self, model, *, scale: float = 1.0, **common):
+        super().__init__(model, **common)
+        self.scale = scale
+
+    def _explain(self, x, targets):
+        type(self).calls += 1
+        return x.sum(1) * self.scale
+
+
+class MeanHeatmap:
+    """Score of a sample = mean of its heatmap plus its target; counts calls; can be told to
+    raise KeyboardInterrupt on its n-th call (a user pressing Ctrl-C)."""
+
+    calls = 0
+    interrupt_on: int | None = None
+
+    def __init__(self, model, *, offset: float = 0.0):
+        self.offset = offset
+
+    def __call__(self, inputs, heatmaps, targets):
+        type(self).calls += 1
+        if type(self).calls == type(self).interrupt_on:
+            raise KeyboardInterrupt
+        scores = heatmaps.flatten(1).mean(1) + targets + self.offset
+        return MetricResult("mean_heatmap", scores.numpy(), higher_is_better=False)
+
+
+class MaskHit:
+    """Fraction of heatmap mass inside the ground-truth mask (needs ``masks=``)."""
+
+    def __init__(self, model):
+        pass
+
+    def __call__(self, inputs, heatmaps, targets, masks):
+        h = heatmaps.clamp(min=0)
+        return MetricResult("mask_hit", ((h * masks).flatten(1).sum(1) / h.flatten(1).sum(1)))
+
+
+@pytest.fixture(autouse=True)
+def reset_counters():
+    CountingExplainer.calls = 0
+    MeanHeatmap.calls = 0
+    MeanHeatmap.interrupt_on = None
+
+
+def make_config(out, **overrides) -> BenchmarkConfig:
+    config = dict(
+        datasets=[DatasetSpec("toy", model=tiny_cnn(), data=tiny_data())],
+        methods=[MethodSpec(CountingExplainer, label="input"),
+                 MethodSpec(CountingExplainer, {"scale": 2.0}, label="double"),
+                 MethodSpec("Random")],
+        metrics=[MetricSpec(MeanHeatmap, label="mean"),
+                 MetricSpec(MeanHeatmap, {"offset": 1.0}, label="mean+1")],
+        n_samples=5, seed=0, out=out)
+    config.update(overrides)
+    return BenchmarkConfig(**config)
+
+
+def test_one_row_per_cell_with_scores_from_the_right_heatmaps(tmp_path):
+    results = run_benchmark(make_config(tmp_path), progress=False)
+    assert list(results.columns) == RESULT_COLUMNS
+    assert len(results) == 3 * 2
+    assert set(zip(results.method, results.metric)) == {
+        (m, k) for m in ("input", "double", "Random") for k in ("mean", "mean+1")}
+    assert CountingExplainer.calls == 2  # once per method, shared by both metrics
+    assert MeanHeatmap.calls == 6
+
+    # independent recomputation: the seeded subset, the model's predictions, the heatmaps
+    data, model = tiny_data(), make_config(tmp_path).datasets[0].model
+    idx = np.sort(np.random.default_rng(0).choice(12, size=5, replace=False))
+    x = data.x_test[idx]
+    targets = model(x).argmax(1).float()
+    for label, scale in (("input", 1.0), ("double", 2.0)):
+        for metric, offset in (("mean", 0.0), ("mean+1", 1.0)):
+            expected = (x.sum(1).flatten(1).mean(1) * scale + targets + offset).numpy()
+            row = results[(results.method == label) & (results.metric == metric)].iloc[0]
+            assert row["mean"] == pytest.approx(expected.mean(), rel=1e-6)
+            assert row["std"] == pytest.approx(expected.std(), rel=1e-5)
+            assert row["n"] == 5 and not row["higher_is_better"]
+    random_row = results[results.method == "Random"].iloc[0]
+    random_maps = RandomAttribution(model, seed=0).explain(x, targets.long())
+    assert random_row["mean"] == pytest.approx(
+        (random_maps.flatten(1).mean(1) + targets).mean().item(), rel=1e-6)
+
+    on_disk = pd.read_csv(tmp_path / "results.csv")
+    pd.testing.assert_frame_equal(on_disk, results, check_dtype=False)
+
+
+def test_interrupted_run_resumes_without_recomputing_finished_cells(tmp_path):
+    MeanHeatmap.interrupt_on = 3
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(make_config(tmp_path), progress=False)
+    before = pd.read_csv(tmp_path / "results.csv")
+    assert len(before) == 2  # cells 1 and 2 were saved as they finished
+    assert CountingExplainer.calls == 2  # "input" and "double" were explained, Random not yet
+
+    MeanHeatmap.interrupt_on, MeanHeatmap.calls, CountingExplainer.calls = None, 0, 0
+    results = run_benchmark(make_config(tmp_path), progress=False)
+    assert MeanHeatmap.calls == 6 - 2  # only the unfinished cells
+    assert CountingExplainer.calls == 0  # heatmaps of "double" came from the disk cache
+    assert len(results) == 6 and len(pd.read_csv(tmp_path / "results.csv")) == 6
+    pd.testing.assert_frame_equal(results.iloc[:2], before, check_dtype=False)
+
+    MeanHeatmap.calls = 0
+    again = run_benchmark(make_config(tmp_path), progress=False)
+    assert MeanHeatmap.calls == 0 and CountingExplainer.calls == 0
+    pd.testing.assert_frame_equal(again, results)
+
+
+def test_changed_parameters_recompute_only_the_cells_they_change(tmp_path):
+    run_benchmark(make_config(tmp_path), progress=False)
+    MeanHeatmap.calls = CountingExplainer.calls = 0
+    changed = make_config(tmp_path, methods=[
+        MethodSpec(CountingExplainer, label="input"),
+        MethodSpec(CountingExplainer, {"scale": 3.0}, label="double"),
+        MethodSpec("Random")])
+    results = run_benchmark(changed, progress=False)
+    assert CountingExplainer.calls == 1 and MeanHeatmap.calls == 2
+    assert len(results) == 6
+    old = pd.read_csv(tmp_path / "results.csv")
+    assert len(old) == 8  # the old "double" rows stay in the log; the table shows the new ones
+    double = results[results.method == "double"]["mean"].to_numpy()
+    assert not np.isin(double, old.iloc[:6]["mean"].to_numpy()).any()
+
+
+def test_masks_reach_metrics_that_ask_for_them_and_restriction_by_dataset(tmp_path):
+    config = make_config(
+        tmp_path,
+        datasets=[DatasetSpec("with_masks", model=tiny_cnn(), data=tiny_data()),
+                  DatasetSpec("no_masks", model=tiny_cnn(), data=tiny_data(masks=False))],
+        metrics=[MetricSpec(MeanHeatmap, label="mean"),
+                 MetricSpec(MaskHit, label="hit", datasets=["with_masks"])])
+    results = run_benchmark(config, progress=False)
+    assert len(results) == 3 * 2 + 3 * 1
+    hit = results[results.metric == "hit"]
+    assert set(hit.dataset) == {"with_masks"}
+    # the mask is the top-left quarter; a positive heatmap puts some but not all mass there
+    assert ((hit["mean"] > 0) & (hit["mean"] < 1)).all()
+
+    unrestricted = make_config(
+        tmp_path / "b", datasets=[DatasetSpec("no_masks", model=tiny_cnn(),
+                                              data=tiny_data(masks=False))],
+        metrics=[MetricSpec(MaskHit)])
+    with pytest.raises(ValueError, match="needs ground-truth masks"):
+        run_benchmark(unrestricted, progress=False)
+
+
+def test_example_toml_config_is_valid():
+    config = load_config(EXAMPLES / "benchmark.toml")
+    assert config.out.parent == EXAMPLES
+    assert [m.label for m in config.methods][:3] and len(config.metrics) >= 2
+    assert {d.name for d in config.datasets} >= {"blockmnist"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": []}, "at least one entry in 'methods'"),
+    ({"methods": ["Saliency", "Saliency"]}, "distinct names"),
+    ({"metrics": [{"name": "Deletion", "steps": 3}]}, r"unknown keys \['steps'\]"),
+    ({"metrics": [{"name": "PointingGame", "datasets": ["mnist"]}]}, "not in the config"),
+    ({"n_samples": 0}, "n_samples must be an integer >= 1"),
+    ({"colour": "red"}, "unknown benchmark config keys"),
+])
+def test_bad_configs_say_what_is_wrong(change, message):
+    config = {"datasets": ["digits"], "methods": ["Saliency"], "metrics": ["Deletion"], **change}
+    with pytest.raises(ValueError, match=message):
+        BenchmarkConfig.from_dict(config)
+
+
+def test_unknown_method_names_the_available_ones(tmp_path):
+    config = make_config(tmp_path, methods=["Salincy"])
+    with pytest.raises(ValueError, match=r"unknown method 'Salincy'; available: .*Saliency"):
+        run_benchmark(config, progress=False)
+
+
+def test_toml_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("datasets = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(bad)
