@@ -1,0 +1,145 @@
+"""Occlusion (Zeiler & Fergus, 2014): how much the target score drops when a patch is hidden."""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+
+from .._baselines import check_baseline, make_baseline
+from .._batching import predict_generated
+from .base import Explainer
+
+
+class Occlusion(Explainer):
+    """Occlusion (Zeiler & Fergus, 2014), black-box: torch modules, scikit-learn, callables.
+
+    A window slides over the input; each position gives the drop ``f_c(x) - f_c(x_p)`` where
+    ``x_p`` is ``x`` with the window replaced by the baseline (all channels of a pixel together).
+    The attribution of a pixel (feature) is the average drop over the windows covering it
+    (Captum's averaging convention), so overlapping windows do not inflate the map. For a linear
+    tabular model, ``patch_size=1`` and baseline 0, this is exactly ``w_c * x``.
+
+    Windows start at ``0, stride, 2 * stride, ...``; when the stride does not reach the border
+    exactly, one last window flush with the border is added, so every pixel is covered and every
+    window has the same size (Captum crops its last window instead; both agree whenever
+    ``(size - patch) % stride == 0``).
+
+    Args:
+        patch_size: images: an int or ``(height, width)``, default 8 (at most the image size);
+            tabular: an int number of consecutive features, default 1.
+        stride: step between windows, an int or ``(height, width)``; default ``patch_size``
+            (windows that do not overlap).
+        baseline: what hides a patch: a number, a tensor, ``"mean"`` or ``"blur"``.
+        probabilities: explain the drop in probability (softmax of a Module's logits) instead of
+            the drop in the model's raw scores (the default: logits for a Module; a scikit-learn
+            estimator's raw scores are already ``predict_proba`` when it has one).
+
+    Cost: ``N * (windows + 1)`` forward passes, ``batch_size`` occluded copies at a time.
+    """
+
+    default_image_patch = 8
+
+    def __init__(self, model: Any, *, patch_size: Any = None, stride: Any = None,
+                 baseline: Any = 0.0, probabilities: bool = False, **common: Any):
+        super().__init__(model, **common)
+        self.patch_size = check_window("patch_size", patch_size)
+        self.stride = check_window("stride", stride)
+        self.baseline = check_baseline(baseline)
+        self.probabilities = bool(probabilities)
+
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        self._windows(x.shape)  # sizes that do not fit raise here, before any forward pass
+        make_baseline(self.baseline, x)
+
+    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        images = as_images(x.to(self._model.device))
+        baseline = as_images(make_baseline(self.baseline, x).to(images.device))
+        rows, cols, (height, width) = self._windows(x.shape)
+        n_windows = len(rows)
+        # copy 0 of each input is the input itself (its window starts past the border)
+        rows = torch.cat([torch.tensor([images.shape[2]]), rows]).to(images.device)
+        cols = torch.cat([torch.tensor([images.shape[3]]), cols]).to(images.device)
+        k = n_windows + 1
+
+        def make_inputs(s: slice) -> torch.Tensor:
+            items = torch.arange(s.start, s.stop, device=images.device)
+            sample, window = items // k, items % k
+            inside_rows = window_mask(rows[window], height, images.shape[2])
+            inside_cols = window_mask(cols[window], width, images.shape[3])
+            hidden = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
+            occluded = torch.where(hidden, baseline[sample], images[sample])
+            return occluded.reshape(len(items), *x.shape[1:])
+
+        scores = predict_generated(self._model, len(x) * k, make_inputs,
+                                   batch_size=self.batch_size, probabilities=self.probabilities,
+                                   progress=self.progress, desc="Occlusion")
+        scores = scores.gather(1, targets.repeat_interleave(k)[:, None]).view(len(x), k)
+        drops = scores[:, :1] - scores[:, 1:]
+        total = torch.zeros(len(x), images.shape[2], images.shape[3])
+        count = torch.zeros(images.shape[2], images.shape[3])
+        for drop, row, col in zip(drops.T, rows[1:].tolist(), cols[1:].tolist()):
+            total[:, row:row + height, col:col + width] += drop[:, None, None]
+            count[row:row + height, col:col + width] += 1
+        heatmaps = total / count
+        return heatmaps if x.ndim == 4 else heatmaps[:, 0]
+
+    def _windows(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Top-left corners (rows, cols) of every window and the window size, on the spatial
+        view of the inputs (tabular ``(N, F)`` is seen as images ``(N, 1, 1, F)``)."""
+        if len(shape) == 2:
+            for name, value in (("patch_size", self.patch_size), ("stride", self.stride)):
+                if value is not None and not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{name} for tabular inputs (N, F) must be an int number of "
+                                     f"features, got {value!r}")
+            size, patch = (1, shape[1]), (1, self.patch_size or 1)
+            stride = patch if self.stride is None else (1, int(self.stride))
+        else:
+            size = (shape[2], shape[3])
+            patch = pair(self.patch_size, tuple(min(self.default_image_patch, s) for s in size))
+            stride = pair(self.stride, patch)
+        if patch[0] > size[0] or patch[1] > size[1]:
+            raise ValueError(f"patch_size {self.patch_size!r} is larger than the inputs: window "
+                             f"{patch} on inputs of shape {tuple(shape)}")
+        starts = [window_starts(length, p, s) for length, p, s in zip(size, patch, stride)]
+        rows, cols = torch.meshgrid(torch.tensor(starts[0]), torch.tensor(starts[1]),
+                                    indexing="ij")
+        return rows.reshape(-1), cols.reshape(-1), patch
+
+
+def check_window(name: str, value: Any) -> Any:
+    """``None``, an int >= 1 or a pair of ints >= 1 (returned unchanged, as given)."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    ok = value is None or (len(values) in (1, 2) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values))
+    if not ok:
+        raise ValueError(f"{name} must be an int >= 1 or a pair (height, width) of them, "
+                         f"got {value!r}")
+    return value
+
+
+def pair(value: Any, default: Any) -> tuple[int, int]:
+    if value is None:
+        return default
+    if isinstance(value, numbers.Integral):
+        return int(value), int(value)
+    return (int(value[0]), int(value[-1]))
+
+
+def window_starts(length: int, patch: int, stride: int) -> list[int]:
+    """``0, stride, ...`` while the window fits, plus a last window flush with the border."""
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def window_mask(starts: torch.Tensor, size: int, length: int) -> torch.Tensor:
+    """``(B, length)`` booleans: positions inside ``[start, start + size)`` for each start."""
+    positions = torch.arange(length, device=starts.device)
+    return (positions >= starts[:, None]) & (positions < starts[:, None] + size)
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """Images as they are; tabular ``(N, F)`` as ``(N, 1, 1, F)`` (a view)."""
+    return x if x.ndim == 4 else x[:, None, None, :]
