@@ -1,0 +1,118 @@
+"""Base classes of the metrics: hyperparameters and validation in one place.
+
+A metric is built like an explainer (keyword-only hyperparameters stored under their own
+names, validated in ``__init__``, shown by ``repr``, no work in ``__init__``) and called on
+heatmaps that any method produced::
+
+    result = Deletion(model, batch_size=64)(inputs, heatmaps, targets)
+
+:class:`ModelMetric` validates ``inputs`` (``(N, C, H, W)`` or ``(N, F)``), ``heatmaps``
+(``(N, H, W)``, or ``(N, C, H, W)`` summed over channels, or ``(N, F)``) and ``targets``
+(``None`` = the class the model predicts on the original inputs, an int, or N ints) before any
+expensive work, then hands tensors to ``_evaluate``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import (check_heatmaps, check_input_matches_module, check_inputs,
+                           check_positive_int, check_seed)
+from ..explain.base import Explainer
+from ..models import as_model
+from .base import MetricResult
+
+
+class Metric:
+    """Hyperparameter habits shared with :class:`~pellucid.explain.base.Explainer`
+    (``get_params`` and ``repr`` list the keyword-only arguments of ``__init__``)."""
+
+    name = "metric"
+    higher_is_better = True
+
+    _param_names = Explainer.__dict__["_param_names"]
+    get_params = Explainer.get_params
+    __repr__ = Explainer.__repr__
+
+
+class ModelMetric(Metric):
+    """A metric that runs the model on perturbed inputs.
+
+    Parameters common to these metrics:
+        model: a ``torch.nn.Module`` (logits), a scikit-learn estimator or a numpy callable.
+        batch_size: most inputs in one forward pass; bounds memory.
+        device: where the model runs; ``None`` = the model's own device.
+        progress: show a tqdm bar when the work takes more than one batch.
+    """
+
+    def __init__(self, model: Any, *, batch_size: int = 64, device: Any = None,
+                 progress: bool = True):
+        self.model = model
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.device = device
+        self.progress = bool(progress)
+        self._model = as_model(model, device=device)
+
+    resolve_targets = Explainer.resolve_targets
+
+    def __call__(self, inputs: Any, heatmaps: Any, targets: Any = None) -> MetricResult:
+        """Score ``heatmaps`` of ``inputs`` for ``targets``; see the module docstring."""
+        x = check_inputs(inputs)
+        if self._model.module is not None:
+            check_input_matches_module(x, self._model.module)
+        self._check_inputs(x)
+        h = check_heatmaps(heatmaps, x)
+        t = self.resolve_targets(x, targets)
+        return self._evaluate(x, h, t)
+
+    evaluate = __call__
+
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        """Metric-specific input checks (e.g. images only); the default accepts both kinds."""
+
+    def _evaluate(self, x: torch.Tensor, heatmaps: torch.Tensor, targets: torch.Tensor
+                  ) -> MetricResult:
+        raise NotImplementedError
+
+
+class SeededMetric(ModelMetric):
+    """A model metric that draws random numbers: ``seed`` (same seed, same result)."""
+
+    def __init__(self, model: Any, *, seed: int | None = 0, **common: Any):
+        super().__init__(model, **common)
+        self.seed = check_seed(seed)
+
+    _generator = Explainer._generator
+
+
+def require_images(x: torch.Tensor, metric: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{metric} needs images (N, C, H, W); got inputs of shape "
+                         f"{tuple(x.shape)}")
+
+
+def target_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``scores[i, targets[i]]`` for rows of a ``(n, K)`` score matrix."""
+    return scores.gather(1, targets.long()[:, None])[:, 0]
+
+
+def normalized_auc(curves: np.ndarray) -> np.ndarray:
+    """Area under each row of ``curves`` by the trapezoid rule over equally spaced points,
+    divided by the x-range (RISE's ``auc``: ``(sum - first/2 - last/2) / (S - 1)``)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.shape[-1] == 1:
+        return curves[..., 0].copy()
+    return ((curves.sum(-1) - curves[..., 0] / 2 - curves[..., -1] / 2)
+            / (curves.shape[-1] - 1))
+
+
+def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (float64); NaN where
+    a row is constant (the correlation is undefined there)."""
+    a = a.double() - a.double().mean(-1, keepdim=True)
+    b = b.double() - b.double().mean(-1, keepdim=True)
+    denominator = (a.square().sum(-1) * b.square().sum(-1)).sqrt()
+    out = (a * b).sum(-1) / denominator
+    return torch.where(denominator > 0, out, torch.full_like(out, float("nan")))

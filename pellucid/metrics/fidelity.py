@@ -1,0 +1,205 @@
+"""Faithfulness metrics that perturb the input along a heatmap: Deletion, Insertion, MuFidelity.
+
+Deletion and Insertion follow the RISE protocol (Petsiuk et al., 2018; reference code
+eclique/RISE ``evaluation.CausalMetric``):
+
+- the class is the target given, else the one the model predicts on the original input; the
+  score is its softmax probability (``Model.predict(probabilities=True)``);
+- pixels (all channels of a pixel together) or tabular features are ranked by decreasing heatmap
+  value; ties keep the row-major order (a stable sort: the lower flat index goes first; RISE's
+  ``np.flip(np.argsort(...))`` puts it last, which only matters for exactly equal values);
+- ``step`` pixels change per step (default ``ceil(H * W / 100)``, features: 1), so there are
+  ``n_steps = ceil(P / step)`` steps and ``n_steps + 1`` points on a curve, the first on the
+  unchanged start;
+- Deletion starts from the input and replaces pixels by the substrate (default 0); Insertion
+  starts from the substrate (default RISE's blur, kernel 11 sigma 5, see
+  :mod:`pellucid.metrics._substrates`; tabular: 0) and puts back the original pixels;
+- the score is RISE's normalized area ``(sum(curve) - curve[0]/2 - curve[-1]/2) / n_steps``.
+
+Every (input, step) pair is built lazily one batch at a time and sent through
+:func:`pellucid._batching.predict_generated`: a whole curve for a batch of images is a few
+large forward passes, never one pass per sample per step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .._baselines import check_baseline
+from .._batching import predict_batched, predict_generated
+from .._validation import check_positive_int, check_probability
+from ._metric import (ModelMetric, SeededMetric, normalized_auc, pearson_rows, require_images,
+                      target_scores)
+from ._substrates import make_substrate
+from .base import MetricResult
+
+
+def descending_ranks(heatmaps: torch.Tensor) -> torch.Tensor:
+    """``(N, P)`` position of every pixel/feature when sorted by decreasing heatmap value (0 =
+    most relevant); ties keep the row-major order."""
+    flat = heatmaps.reshape(len(heatmaps), -1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    positions = torch.arange(flat.shape[1]).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+class _CausalMetric(ModelMetric):
+    """Deletion and Insertion; subclasses set ``name``, ``higher_is_better`` and whether the
+    curve starts from the input (``starts_from_input``)."""
+
+    starts_from_input = True
+
+    def __init__(self, model: Any, *, step: int | None = None, baseline: Any = None,
+                 **common: Any):
+        super().__init__(model, **common)
+        self.step = None if step is None else check_positive_int("step", step)
+        self.baseline = None if baseline is None else check_baseline(baseline)
+
+    def _default_baseline(self, x: torch.Tensor) -> Any:
+        return 0.0
+
+    def _evaluate(self, x, heatmaps, targets):
+        n, n_pixels = len(x), heatmaps[0].numel()
+        step = self.step or (math.ceil(n_pixels / 100) if x.ndim == 4 else 1)
+        points = math.ceil(n_pixels / step) + 1
+        changed = (torch.arange(points) * step).clamp(max=n_pixels)
+        ranks = descending_ranks(heatmaps)
+        baseline = self._default_baseline(x) if self.baseline is None else self.baseline
+        substrate = make_substrate(baseline, x)
+        start, finish = (x, substrate) if self.starts_from_input else (substrate, x)
+        mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_pixels)
+
+        def make_inputs(s: slice) -> torch.Tensor:
+            index = torch.arange(s.start, s.stop)
+            sample = index // points
+            replaced = ranks[sample] < changed[index % points, None]
+            return torch.where(replaced.view(mask_shape), finish[sample], start[sample])
+
+        scores = predict_generated(self._model, n * points, make_inputs,
+                                   batch_size=self.batch_size, probabilities=True,
+                                   progress=self.progress, desc=self.name)
+        curves = target_scores(scores, targets.repeat_interleave(points)).view(n, points)
+        return MetricResult(self.name, normalized_auc(curves.numpy()), curves=curves.numpy(),
+                            fractions=(changed.double() / n_pixels).numpy(),
+                            higher_is_better=self.higher_is_better,
+                            details={"step": step, "targets": targets.numpy()})
+
+
+class Deletion(_CausalMetric):
+    """Deletion (Petsiuk et al., 2018): remove the most relevant pixels first and measure the
+    area under the target probability; lower is better.
+
+    Parameters:
+        step: pixels (features) removed per step; default ``ceil(H * W / 100)`` (tabular: 1).
+        baseline: what removed pixels become: a number (default 0, RISE's substrate), a tensor,
+            ``"mean"`` (per-image channel mean; tabular: batch feature mean) or ``"blur"``.
+    """
+
+    name = "deletion"
+    higher_is_better = False
+
+    def __init__(self, model: Any, *, step: int | None = None, baseline: Any = 0.0,
+                 **common: Any):
+        super().__init__(model, step=step, baseline=baseline, **common)
+
+
+class Insertion(_CausalMetric):
+    """Insertion (Petsiuk et al., 2018): start from a blurred image and put back the most
+    relevant pixels first; area under the target probability, higher is better.
+
+    Parameters:
+        step: pixels (features) inserted per step; default ``ceil(H * W / 100)`` (tabular: 1).
+        baseline: the starting input: ``None`` (default) = RISE's blur for images, 0 for
+            tabular; or a number, a tensor, ``"mean"`` or ``"blur"``.
+    """
+
+    name = "insertion"
+    higher_is_better = True
+    starts_from_input = False
+
+    def __init__(self, model: Any, *, step: int | None = None, baseline: Any = None,
+                 **common: Any):
+        super().__init__(model, step=step, baseline=baseline, **common)
+
+    def _default_baseline(self, x: torch.Tensor) -> Any:
+        return "blur" if x.ndim == 4 else 0.0
+
+
+class MuFidelity(SeededMetric):
+    """MuFidelity (Bhatt et al., 2020, def. 3): Pearson correlation, over ``nb_samples`` random
+    subsets S, between the attribution inside S and the drop of the model's output when S is set
+    to the baseline::
+
+        corr_S( sum_{i in S} g(x)_i ,  f_t(x) - f_t(x with x_S = baseline) )
+
+    Images are cut into ``grid_size x grid_size`` cells (pixel row ``h`` falls in cell row
+    ``floor(h * grid_size / H)``, likewise columns) and S is ``round(subset_fraction * cells)``
+    cells drawn without replacement, independently for every input; tabular inputs use subsets of
+    features. ``f_t`` is the raw output of the target (logits) unless ``probabilities=True``.
+    A sample whose attribution sums or output drops do not vary scores NaN. Higher is better.
+    """
+
+    name = "mu_fidelity"
+    higher_is_better = True
+
+    def __init__(self, model: Any, *, grid_size: int = 9, subset_fraction: float = 0.2,
+                 nb_samples: int = 128, baseline: Any = 0.0, probabilities: bool = False,
+                 **common: Any):
+        super().__init__(model, **common)
+        self.grid_size = check_positive_int("grid_size", grid_size)
+        self.subset_fraction = check_probability("subset_fraction", subset_fraction)
+        self.nb_samples = check_positive_int("nb_samples", nb_samples)
+        self.baseline = check_baseline(baseline)
+        self.probabilities = bool(probabilities)
+
+    def _check_inputs(self, x):
+        if x.ndim == 4 and self.grid_size > min(x.shape[2:]):
+            raise ValueError(f"grid_size={self.grid_size} is larger than the images "
+                             f"({x.shape[2]} x {x.shape[3]}); choose grid_size <= "
+                             f"{min(x.shape[2:])}")
+
+    def _cells(self, x: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+        """Cell index of every pixel (None for tabular) and the number of cells."""
+        if x.ndim != 4:
+            return None, x.shape[1]
+        g, (height, width) = self.grid_size, x.shape[2:]
+        rows = torch.arange(height) * g // height
+        cols = torch.arange(width) * g // width
+        return (rows[:, None] * g + cols[None, :]).reshape(-1), g * g
+
+    def _evaluate(self, x, heatmaps, targets):
+        n, nb = len(x), self.nb_samples
+        cell_of_pixel, n_cells = self._cells(x)
+        flat = heatmaps.reshape(n, -1).double()
+        cell_attributions = (flat if cell_of_pixel is None else
+                             torch.zeros(n, n_cells, dtype=torch.float64)
+                             .index_add_(1, cell_of_pixel, flat))
+        subset_size = max(1, round(self.subset_fraction * n_cells))
+        draws = torch.rand(n, nb, n_cells, generator=self._generator()).argsort(-1)
+        removed = torch.zeros(n, nb, n_cells, dtype=torch.bool).scatter_(
+            -1, draws[..., :subset_size], True)
+        attribution_sums = (removed * cell_attributions[:, None, :]).sum(-1)
+        substrate = make_substrate(self.baseline, x)
+        mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_cells)
+
+        def make_inputs(s: slice) -> torch.Tensor:
+            index = torch.arange(s.start, s.stop)
+            sample = index // nb
+            cells = removed[sample, index % nb]
+            pixels = cells if cell_of_pixel is None else cells[:, cell_of_pixel]
+            return torch.where(pixels.view(mask_shape), substrate[sample], x[sample])
+
+        original = target_scores(predict_batched(self._model, x, batch_size=self.batch_size,
+                                                 probabilities=self.probabilities), targets)
+        perturbed = predict_generated(self._model, n * nb, make_inputs,
+                                      batch_size=self.batch_size,
+                                      probabilities=self.probabilities, progress=self.progress,
+                                      desc=self.name)
+        drops = original[:, None] - target_scores(perturbed, targets.repeat_interleave(nb)).view(n, nb)
+        return MetricResult(self.name, pearson_rows(attribution_sums, drops).numpy(),
+                            higher_is_better=True,
+                            details={"attribution_sums": attribution_sums.numpy(),
+                                     "output_drops": drops.double().numpy(),
+                                     "subset_size": subset_size, "targets": targets.numpy()})
