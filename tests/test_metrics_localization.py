@@ -1,0 +1,97 @@
+"""Pointing game, relevance mass and relevance rank accuracy on masks with known answers."""
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from pellucid.metrics import PointingGame, RelevanceMass, RelevanceRankAccuracy
+
+
+def random_box_masks(n, size, generator):
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in range(n):
+        top, left = torch.randint(0, size - 8, (2,), generator=generator).tolist()
+        height, width = torch.randint(3, 9, (2,), generator=generator).tolist()
+        masks[i, top:top + height, left:left + width] = True
+    return masks
+
+
+@pytest.mark.parametrize("metric", [PointingGame(), RelevanceMass(), RelevanceRankAccuracy()])
+def test_a_heatmap_equal_to_the_mask_scores_one(metric):
+    masks = random_box_masks(20, 32, torch.Generator().manual_seed(0))
+    result = metric(masks.float(), masks)
+    np.testing.assert_array_equal(result.scores, 1.0)
+    assert result.higher_is_better
+
+
+def test_pointing_game_of_random_heatmaps_is_the_tolerated_area_fraction():
+    g = torch.Generator().manual_seed(1)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[4:12, 18:28] = True
+    masks = mask.expand(4000, 32, 32)
+    heatmaps = torch.rand(4000, 32, 32, generator=g)
+    exact = PointingGame(tolerance=0)(heatmaps, masks)
+    assert abs(exact.mean - mask.float().mean().item()) < 0.02  # area fraction 0.078
+    default = PointingGame()(heatmaps, masks)
+    tolerance = round(15 * 32 / 224)
+    assert default.details["tolerance"] == tolerance == 2
+    dilated = distance_transform_edt(~mask.numpy()) <= tolerance
+    print(f"pointing game, random heatmaps: {exact.mean:.3f} (area {mask.float().mean():.3f}), "
+          f"tolerance 2 px: {default.mean:.3f} (dilated area {dilated.mean():.3f})")
+    assert abs(default.mean - dilated.mean()) < 0.025
+    assert PointingGame()(torch.rand(1, 224, 224), torch.ones(1, 224, 224)).details["tolerance"] == 15
+
+
+def test_pointing_game_tolerance_is_euclidean_distance_to_the_mask():
+    masks = torch.zeros(3, 20, 20)
+    masks[:, 10, 10] = 1
+    heatmaps = torch.zeros(3, 20, 20)
+    heatmaps[0, 13, 14] = 1  # distance 5
+    heatmaps[1, 14, 14] = 1  # distance sqrt(32) > 5
+    heatmaps[2, 10, 15] = 1  # distance 5
+    np.testing.assert_array_equal(PointingGame(tolerance=5)(heatmaps, masks).scores, [1, 0, 1])
+
+
+def test_relevance_mass_and_rank_accuracy_by_hand():
+    heatmaps = torch.tensor([[3.0, -2.0, 1.0, 0.0, 4.0, 2.0]])
+    masks = torch.tensor([[1, 1, 0, 0, 0, 1]])
+    assert RelevanceMass()(heatmaps, masks).scores[0] == pytest.approx((3 + 2) / (3 + 1 + 4 + 2))
+    # mask size 3; top 3 features: 4.0 (out), 3.0 (in), 2.0 (in)
+    assert RelevanceRankAccuracy()(heatmaps, masks).scores[0] == pytest.approx(2 / 3)
+
+
+def test_random_heatmaps_score_about_the_mask_area():
+    g = torch.Generator().manual_seed(2)
+    masks = random_box_masks(500, 24, g)
+    heatmaps = torch.rand(500, 24, 24, generator=g)
+    area = masks.float().mean().item()
+    assert abs(RelevanceMass()(heatmaps, masks).mean - area) < 0.02
+    assert abs(RelevanceRankAccuracy()(heatmaps, masks).mean - area) < 0.02
+
+
+def test_empty_masks_and_no_positive_relevance_score_nan():
+    masks = torch.zeros(2, 8, 8)
+    masks[1, 2:4, 2:4] = 1
+    heatmaps = -torch.rand(2, 8, 8)
+    for metric in (PointingGame(), RelevanceMass(), RelevanceRankAccuracy()):
+        assert np.isnan(metric(heatmaps, masks).scores[0])
+    assert np.isnan(RelevanceMass()(heatmaps, masks).scores[1])
+
+
+def test_channel_heatmaps_are_summed_and_bad_inputs_raise():
+    masks = torch.zeros(2, 8, 8)
+    masks[:, :2, :2] = 1
+    heatmaps = torch.zeros(2, 3, 8, 8)
+    heatmaps[:, 1, 0, 0] = 1
+    np.testing.assert_array_equal(PointingGame()(heatmaps, masks).scores, [1, 1])
+    with pytest.raises(ValueError, match=r"masks must have the heatmaps' shape \(2, 8, 8\)"):
+        PointingGame()(torch.rand(2, 8, 8), torch.ones(2, 8, 7))
+    with pytest.raises(ValueError, match="PointingGame needs heatmaps"):
+        PointingGame()(torch.rand(2, 8), torch.ones(2, 8))
+    bad = torch.rand(2, 8, 8)
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        RelevanceMass()(bad, masks)
+    with pytest.raises(ValueError, match="tolerance"):
+        PointingGame(tolerance=-1)
+    assert RelevanceRankAccuracy()(np.random.rand(3, 5), np.eye(3, 5)).scores.shape == (3,)
