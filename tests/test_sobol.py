@@ -1,7 +1,12 @@
 """Sobol estimators (against the Ishigami function's known indices) and SobolAttribution."""
 import numpy as np
 import pytest
+import torch
+from conftest import small_cnn
+from torch import nn
 
+from pellucid._baselines import gaussian_blur
+from pellucid.explain.sobol import SobolAttribution
 from pellucid.explain.sobol_estimators import (jansen_total_indices, saltelli_first_order_indices,
                                                sobol_design)
 
@@ -75,3 +80,174 @@ def test_estimators_reject_mismatched_shapes():
         jansen_total_indices(np.zeros(8), np.zeros(8), np.zeros((3, 7)))
     with pytest.raises(ValueError, match="f_B must have the shape"):
         jansen_total_indices(np.zeros(8), np.zeros(4), np.zeros((3, 8)))
+
+
+# --- SobolAttribution -------------------------------------------------------------------------
+
+def linear_model(weights, bias=0.0):
+    layer = nn.Linear(len(weights), 1)
+    with torch.no_grad():
+        layer.weight[:] = torch.as_tensor(weights, dtype=torch.float32)
+        layer.bias[:] = bias
+    return layer.eval()
+
+
+class Recorder:
+    """A numpy callable model that keeps every batch it sees."""
+
+    def __init__(self, function):
+        self.function, self.batches = function, []
+
+    def __call__(self, array):
+        self.batches.append(array.copy())
+        return self.function(array)
+
+
+def additive_indices(weights, x):
+    contributions = (weights * x) ** 2
+    return contributions / contributions.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("perturbation", ["amplitude", "inpainting"])
+def test_additive_model_total_indices_are_analytic(perturbation):
+    """f(z) = sum_i w_i z_i + b. Amplitude: z_i = x_i (M_i - 1/2) sigma; inpainting with
+    baseline 0: z_i = x_i M_i. Either way f = const + sum_i c w_i x_i M_i with the M_i independent
+    U(0, 1), so f is additive in the M_i: Var f = sum_i (c w_i x_i)^2 Var(M_i), no interaction,
+    and ST_i = S_i = (w_i x_i)^2 / sum_j (w_j x_j)^2 (Var(M_i) = 1/12 and c cancel)."""
+    rng = np.random.default_rng(0)
+    weights, x = rng.normal(size=6), rng.normal(size=(3, 6))
+    explainer = SobolAttribution(linear_model(weights, 0.4), nb_design=1024,
+                                 perturbation=perturbation, sigma=2.0, batch_size=4096,
+                                 progress=False)
+    expected = additive_indices(weights, x)
+    inputs = torch.tensor(x, dtype=torch.float32)
+    heatmap = explainer(inputs, targets=0).numpy()
+    np.testing.assert_allclose(heatmap, expected, atol=0.05)
+    indices = explainer.indices(inputs, targets=0)
+    np.testing.assert_allclose(indices.total.numpy(), heatmap, atol=1e-6)
+    np.testing.assert_allclose(indices.first_order.numpy(), expected, atol=0.05)
+
+
+def test_amplitude_and_inpainting_inputs_follow_the_documented_formulas():
+    """Inputs of ones: inpainting shows the mask itself, amplitude (M - 1/2) sigma. Masks are the
+    design's rows A, B, C_1, ..., C_d in that order, each grid cell upsampled by nearest
+    neighbour to its block of pixels (here 3 x 5 pixels per cell of a 4 x 4 grid, H != W)."""
+    height, width, grid = 12, 20, 4
+    a, b, c = sobol_design(8, grid * grid, seed=3)
+    rows = np.concatenate([a, b, c.reshape(-1, grid * grid)]).reshape(-1, grid, grid)
+    expected_masks = np.kron(rows, np.ones((1, 3, 5)))
+    for perturbation, expected in [("inpainting", expected_masks),
+                                   ("amplitude", (expected_masks - 0.5) * 3.0)]:
+        recorder = Recorder(lambda z: z.sum(axis=(1, 2, 3))[:, None])
+        SobolAttribution(recorder, grid_size=grid, nb_design=8, perturbation=perturbation,
+                         sigma=3.0, seed=3, batch_size=50, progress=False)(
+            torch.ones(1, 2, height, width), targets=0)
+        seen = np.concatenate(recorder.batches)
+        # nb_design (d + 2) perturbed inputs, after the one pass that checks the targets
+        assert seen.shape == (1 + 8 * (grid * grid + 2), 2, height, width)
+        seen = seen[1:]
+        np.testing.assert_allclose(seen[:, 0], expected, atol=1e-6)
+        np.testing.assert_allclose(seen[:, 1], expected, atol=1e-6)
+
+
+def test_blur_perturbation_uses_the_blurred_image_as_reference():
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    recorder = Recorder(lambda z: z.sum(axis=(1, 2, 3))[:, None])
+    SobolAttribution(recorder, grid_size=2, nb_design=2, perturbation="blur", seed=0,
+                     batch_size=100, progress=False)(x, targets=0)
+    seen = torch.as_tensor(recorder.batches[-1])
+    a = torch.as_tensor(sobol_design(2, 4, seed=0)[0]).reshape(-1, 1, 2, 2)
+    masks = torch.nn.functional.interpolate(a, size=(8, 8), mode="nearest")
+    blurred = gaussian_blur(x)
+    torch.testing.assert_close(seen[:2], x * masks + (1 - masks) * blurred)
+
+
+def test_non_square_images_find_the_cell_the_model_reads():
+    """The model reads only rows 0-2, columns 15-19 of a 12 x 20 image: grid cell (0, 3) of a
+    4 x 4 grid. Its total index must be ~1 and all others ~0 (a height/width swap would put the
+    mass elsewhere)."""
+    def region_sum(z):
+        return z[:, :, :3, 15:].sum(axis=(1, 2, 3))[:, None] ** 2
+
+    x = torch.rand(2, 3, 12, 20, generator=torch.Generator().manual_seed(1)) + 0.5
+    explainer = SobolAttribution(region_sum, grid_size=4, nb_design=32, batch_size=256,
+                                 progress=False)
+    total = explainer.indices(x, targets=0).total
+    assert total.shape == (2, 4, 4)
+    np.testing.assert_allclose(total[:, 0, 3].numpy(), 1.0, atol=0.05)
+    others = total.clone()
+    others[:, 0, 3] = 0
+    assert others.abs().max() < 1e-6
+    heatmap = explainer(x, targets=0)
+    assert heatmap.shape == (2, 12, 20)
+    assert heatmap[:, :3, 15:].mean() > 5 * heatmap[:, 6:, :10].abs().mean()
+
+
+def test_same_map_whatever_the_batch_size_and_seeded():
+    model = small_cnn()
+    x = torch.rand(3, 3, 8, 12, generator=torch.Generator().manual_seed(2))
+
+    def explain(batch_size, seed):
+        return SobolAttribution(model, grid_size=3, nb_design=8, batch_size=batch_size,
+                                seed=seed, progress=False)(x)
+
+    torch.testing.assert_close(explain(7, 0), explain(64, 0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(explain(64, 0), explain(64, 0), rtol=0, atol=0)
+    assert (explain(64, 0) - explain(64, 1)).abs().max() > 1e-3
+
+
+def test_memory_is_bounded_by_batch_size():
+    recorder = Recorder(lambda z: z.reshape(len(z), -1)[:, :1])
+    SobolAttribution(recorder, grid_size=4, nb_design=16, batch_size=40, progress=False)(
+        torch.rand(3, 1, 8, 8), targets=0)
+    sizes = [len(b) for b in recorder.batches]
+    assert max(sizes) <= 40
+    assert sum(sizes) >= 3 * 16 * (16 + 2)
+
+
+def test_works_with_torch_sklearn_and_numpy_callables():
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(200, 4))
+    weights = np.array([2.0, -1.0, 0.5, 0.0])
+    x = data[:2]
+    expected = additive_indices(weights, x)
+    inputs = torch.tensor(x, dtype=torch.float32)
+    for model in (LinearRegression().fit(data, data @ weights), lambda a: a @ weights,
+                  linear_model(weights)):
+        heatmap = SobolAttribution(model, nb_design=512, perturbation="amplitude",
+                                   batch_size=2048, progress=False)(inputs, targets=0)
+        np.testing.assert_allclose(heatmap.numpy(), expected, atol=0.05)
+    classifier = LogisticRegression().fit(data, data @ weights > 0)
+    assert SobolAttribution(classifier, nb_design=16, progress=False)(inputs).shape == (2, 4)
+    assert SobolAttribution(small_cnn(), grid_size=2, nb_design=4, progress=False)(
+        torch.rand(1, 3, 8, 8)).shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"nb_design": 24}, "power of 2"),
+    ({"grid_size": 0}, "grid_size"),
+    ({"perturbation": "noise"}, "perturbation"),
+    ({"sigma": -1.0}, "sigma"),
+])
+def test_bad_hyperparameters_raise_in_init(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SobolAttribution(small_cnn(), **kwargs)
+
+
+def test_blur_on_tabular_raises_before_any_forward_pass():
+    recorder = Recorder(lambda a: a)
+    with pytest.raises(ValueError, match="blur"):
+        SobolAttribution(recorder, perturbation="blur", progress=False)(torch.rand(2, 4), 0)
+    assert recorder.batches == []
+
+
+def test_leaves_model_and_inputs_untouched():
+    model = small_cnn()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(2, 3, 8, 8)
+    x_before = x.clone()
+    SobolAttribution(model, grid_size=2, nb_design=4, progress=False)(x)
+    assert not model.training
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(x, x_before)

@@ -11,7 +11,7 @@ Estimators, with ``f0 = mean(f_A)`` and ``V = var(f_A)`` (unbiased, ``ddof=1``; 
 of Fel et al.'s reference code, ``sobol_attribution_method/estimators.py``):
 
 - total order, Jansen (1999): ``ST_i = sum_j (f_A[j] - f_C[i, j])^2 / (2 n V)``;
-- first order, Saltelli et al. (2010), Table 2 (b): ``S_i = mean_j f_B[j] (f_C[i, j] - f_A[j]) / V``.
+- first order, Saltelli et al. (2010): ``S_i = mean_j f_B[j] (f_C[i, j] - f_A[j]) / V``.
 
 Every function accepts leading batch axes (``f_A`` of shape ``(..., n)``, ``f_C`` of shape
 ``(..., d, n)``) so that many inputs are estimated at once.

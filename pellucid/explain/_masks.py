@@ -1,0 +1,145 @@
+"""What RISE and Sobol attribution share: random masks, and the batched loop that runs the model
+on masked copies of every input.
+
+Masks are drawn once per ``explain`` call (low-resolution, ``O(nb_masks * grid_size^2)``
+numbers) and shared by all inputs of the call; full-resolution masks and perturbed inputs are
+built one ``batch_size`` slice at a time, so memory never grows with ``nb_samples`` /
+``nb_design`` and the result does not depend on ``batch_size``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .._baselines import check_baseline, make_baseline
+from .._batching import iter_slices
+from ..models import Model
+from .base import Explainer
+
+
+def linear_resize_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """``(out_size, in_size)`` weights of a 1-D linear resize, pixel-area aligned
+    (``align_corners=False``), mirror-reflected past the edges. ``R @ v`` equals
+    ``skimage.transform.resize(v, out_size, order=1, mode="reflect")``, i.e.
+    ``scipy.ndimage.zoom(v, out/in, order=1, mode="mirror", grid_mode=True)``: the upsampling of
+    the RISE reference code (eclique/RISE ``generate_masks``)."""
+    coords = (torch.arange(out_size, dtype=torch.float64) + 0.5) * in_size / out_size - 0.5
+    low = torch.floor(coords)
+    frac = coords - low
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    for index, weight in ((low, 1 - frac), (low + 1, frac)):
+        index = index.long()
+        if in_size > 1:  # mirror about the first and last samples: -1 -> 1, n -> n - 2
+            index = index.abs()
+            index = torch.where(index > in_size - 1, 2 * (in_size - 1) - index, index)
+        weights.index_put_((rows, index.clamp(0, in_size - 1)), weight, accumulate=True)
+    return weights.float()
+
+
+@dataclass
+class RiseMaskDesign:
+    """RISE masks (Petsiuk et al., 2018, Sec. 3.2), drawn once, built at full size on demand.
+
+    Binary ``grid_size x grid_size`` grids with ``P(1) = p``; each is upsampled bilinearly to
+    ``((grid_size + 1) * cell_h, (grid_size + 1) * cell_w)`` with ``cell = ceil(size / grid_size)``
+    and cropped to ``(H, W)`` at its own random offset in ``[0, cell_h) x [0, cell_w)`` (rows and
+    columns drawn independently, one pair per mask).
+    """
+
+    grids: torch.Tensor        # (nb_samples, grid_size, grid_size) in {0, 1}
+    row_offsets: torch.Tensor  # (nb_samples,) long
+    col_offsets: torch.Tensor  # (nb_samples,) long
+    size: tuple[int, int]
+
+    @classmethod
+    def draw(cls, nb_samples: int, grid_size: int, probability: float, size: tuple[int, int],
+             generator: torch.Generator) -> "RiseMaskDesign":
+        cells = [math.ceil(side / grid_size) for side in size]
+        grids = (torch.rand(nb_samples, grid_size, grid_size, generator=generator)
+                 < probability).float()
+        rows = torch.randint(0, cells[0], (nb_samples,), generator=generator)
+        cols = torch.randint(0, cells[1], (nb_samples,), generator=generator)
+        return cls(grids, rows, cols, tuple(size))
+
+    def __len__(self) -> int:
+        return len(self.grids)
+
+    def masks(self, indices: slice) -> torch.Tensor:
+        """Full-size masks ``(m, H, W)`` in ``[0, 1]`` for ``indices``:
+        ``M = R_rows[offset_r : offset_r + H] @ grid @ R_cols[offset_c : offset_c + W]^T``."""
+        grid_size = self.grids.shape[-1]
+        height, width = self.size
+        up_h = (grid_size + 1) * math.ceil(height / grid_size)
+        up_w = (grid_size + 1) * math.ceil(width / grid_size)
+        rows = linear_resize_matrix(grid_size, up_h)
+        cols = linear_resize_matrix(grid_size, up_w)
+        row_index = self.row_offsets[indices, None] + torch.arange(height)   # (m, H)
+        col_index = self.col_offsets[indices, None] + torch.arange(width)    # (m, W)
+        return rows[row_index] @ self.grids[indices] @ cols[col_index].transpose(1, 2)
+
+
+class MaskExplainer(Explainer):
+    """Base of the black-box methods that score masked copies of each input (RISE, Sobol).
+
+    ``probabilities``: score the softmax of the model's outputs (``Model.predict(x,
+    probabilities=True)``) rather than its raw outputs; ignored for a model with one output
+    (a softmax over one output is constant).
+    """
+
+    def __init__(self, model: Any, *, baseline: Any = 0.0, probabilities: bool = True,
+                 **common: Any):
+        super().__init__(model, **common)
+        self.baseline = check_baseline(baseline)
+        self.probabilities = bool(probabilities)
+
+    def _use_probabilities(self, x: torch.Tensor) -> bool:
+        return self.probabilities and self._model.predict(x[:1]).shape[1] > 1
+
+    def _masked_scores(self, x: torch.Tensor, targets: torch.Tensor, nb_masks: int,
+                       masks_for: Callable[[slice], torch.Tensor],
+                       perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                       consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+                       | None = None) -> torch.Tensor:
+        """Target scores ``(nb_masks, N)`` of the model on ``perturb(image_ids, masks)``.
+
+        The ``nb_masks * N`` (mask, input) pairs run mask-major, ``batch_size`` pairs per forward
+        pass; ``masks_for(slice)`` builds only the masks a batch needs. ``consume(image_ids,
+        masks, scores)``, if given, sees every batch (to accumulate without storing masks).
+        """
+        n = len(x)
+        probabilities = self._use_probabilities(x)
+        scores = torch.empty(nb_masks, n)
+        for pairs in iter_slices(nb_masks * n, self.batch_size, self.progress,
+                                 type(self).__name__):
+            index = torch.arange(pairs.start, pairs.stop)
+            mask_ids, image_ids = index // n, index % n
+            first = int(mask_ids[0])
+            masks = masks_for(slice(first, int(mask_ids[-1]) + 1)).to(x.device)
+            masks = masks[mask_ids - first]
+            outputs = self._model.predict(perturb(image_ids, masks), probabilities=probabilities)
+            batch_scores = outputs[torch.arange(len(index)), targets[image_ids]]
+            scores[mask_ids, image_ids] = batch_scores
+            if consume is not None:
+                consume(image_ids, masks, batch_scores)
+        return scores
+
+
+def spread_over_channels(masks: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Masks ``(B, H, W)`` as ``(B, 1, H, W)`` for images ``(B, C, H, W)``; tabular unchanged."""
+    return masks[:, None] if like.ndim == 4 else masks
+
+
+def inpainting(x: torch.Tensor, baseline: Any) -> Callable[[torch.Tensor, torch.Tensor],
+                                                           torch.Tensor]:
+    """``perturb(image_ids, masks) = x * M + (1 - M) * reference``, ``reference`` the
+    ``baseline`` of each input (:func:`pellucid._baselines.make_baseline`)."""
+    reference = make_baseline(baseline, x)
+
+    def perturb(image_ids: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        keep = spread_over_channels(masks, x)
+        return x[image_ids] * keep + (1 - keep) * reference[image_ids]
+    return perturb
