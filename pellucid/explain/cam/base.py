@@ -1,0 +1,237 @@
+"""Class activation maps: the base every CAM variant shares.
+
+A CAM reads the activations ``A`` (and, for gradient variants, ``G = dy_c/dA``) of one layer,
+combines them into a map at layer resolution, applies ReLU, upsamples bilinearly to the input
+size and (by default) min-max normalizes each map to ``[0, 1]``.
+
+Hook points of the variants (one each):
+- ``_channel_weights(activations, gradients, batch) -> (B, C)``: the map is
+  ``ReLU(sum_k w_k A_k)`` (Grad-CAM, Grad-CAM++, XGrad-CAM, Score-CAM, Ablation-CAM, CF-CAM);
+- ``_layer_map(activations, gradients, batch) -> (B, h, w)``: the element-wise
+  combination, for the variants that are not a channel weighting (LayerCAM, HiResCAM, EigenCAM).
+
+Hooks live only inside :func:`forward_hook` (a context manager that removes them in ``finally``);
+the user's model is never modified (parameters, mode, ``requires_grad``) and no ``.grad`` is
+written (gradients come from ``torch.autograd.grad``).
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from typing import Any, Callable, Iterator, NamedTuple
+
+import torch
+from torch import nn
+
+from ..._baselines import upsample
+from ..._batching import iter_slices
+from ...models import module_device
+from ..base import WhiteBoxExplainer
+
+POOLING_LAYERS = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+                  nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
+                  nn.modules.pooling._LPPoolNd)
+
+
+@contextlib.contextmanager
+def forward_hook(module: nn.Module, hook: Callable) -> Iterator[None]:
+    """``module.register_forward_hook(hook)`` for the duration of the block; removed even when
+    the block raises."""
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def resolve_target_layer(model: nn.Module, target_layer: Any) -> nn.Module | None:
+    """The submodule named by ``target_layer`` (a module of ``model`` or a dotted name);
+    ``None`` stays ``None`` (chosen per call by :func:`find_target_layer`)."""
+    if target_layer is None:
+        return None
+    if isinstance(target_layer, str):
+        modules = dict(model.named_modules())
+        if target_layer not in modules:
+            names = [name for name in modules if name]
+            close = difflib.get_close_matches(target_layer, names, n=5, cutoff=0.4)
+            hint = f"close names: {close}" if close else f"available: {names[:20]}"
+            raise ValueError(f"target_layer {target_layer!r} is not a module of the model; {hint}")
+        return modules[target_layer]
+    if isinstance(target_layer, nn.Module):
+        if not any(m is target_layer for m in model.modules()):
+            raise ValueError(f"target_layer {type(target_layer).__name__} is not a submodule of "
+                             "the model being explained")
+        return target_layer
+    raise TypeError(f"target_layer must be a module, a dotted module name or None; "
+                    f"got {type(target_layer).__name__}")
+
+
+def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """Dotted name of the layer a CAM uses when ``target_layer=None``.
+
+    A probe forward pass on ``inputs[:1]`` records, with temporary forward hooks on every
+    submodule, the order in which modules finish and their output shapes. The choice is the last
+    module to finish whose output is 4-D ``(N, C, h, w)`` with more than one spatial position and
+    which is not a pooling layer: the output of the last convolutional stage, before global
+    pooling. For ``conv -> ReLU -> pool -> linear`` that is the ReLU (the rectified feature maps
+    of the last convolution); for a ResNet ``layer4`` (its last residual block), for a VGG
+    ``features``. Token models (ViT) need an explicit ``target_layer`` and ``reshape``.
+    """
+    names = {id(module): name for name, module in model.named_modules() if name}
+    finished: list[str] = []
+
+    def record(module, _inputs, output):
+        if (torch.is_tensor(output) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1
+                and not isinstance(module, POOLING_LAYERS)):
+            finished.append(names[id(module)])
+
+    with contextlib.ExitStack() as stack:
+        for module in model.modules():
+            if id(module) in names:
+                stack.enter_context(forward_hook(module, record))
+        with torch.no_grad():
+            model(inputs[:1].to(module_device(model)))
+    if not finished:
+        raise ValueError("found no layer with a 4-D output (N, C, h, w) with more than one "
+                         "spatial position to build a CAM from; pass target_layer= (a module or "
+                         "dotted name), and for token activations (N, tokens, C) also "
+                         "reshape=vit_reshape(height, width)")
+    return finished[-1]
+
+
+class Batch(NamedTuple):
+    """What a variant may need besides the activations and gradients of one batch."""
+
+    inputs: torch.Tensor   # (B, C, H, W) on the model's device
+    targets: torch.Tensor  # (B,) long
+    scores: torch.Tensor   # (B,) the target scores y_c of the unperturbed inputs
+    layer: nn.Module       # the target layer
+
+
+class BaseCAM(WhiteBoxExplainer):
+    """Class activation map of ``target_layer`` for each input and target.
+
+    Parameters:
+        target_layer: a submodule, its dotted name (``"layer4.1"``), or ``None`` for the last
+            convolutional stage found by :func:`find_target_layer`. If the layer runs several
+            times in one forward pass, its last call is used.
+        reshape: callable mapping the layer's output to ``(N, C, h, w)``, for token activations:
+            ``vit_reshape(height, width)`` maps ``(N, 1 + h*w, C)`` to ``(N, C, h, w)``. It must
+            only select and rearrange elements (gradients and ablations are mapped the same way).
+            Needs an explicit ``target_layer``.
+        normalize: min-max scale each map to ``[0, 1]`` (an all-zero map stays zero), as
+            pytorch-grad-cam and TorchCAM do; ``False`` returns the ReLU-ed map as computed.
+        batch_size, seed, device, progress: see :class:`~pellucid.explain.base.Explainer`.
+
+    Returns maps ``(N, H, W)`` at input size (bilinear upsampling of the layer-resolution map,
+    ``align_corners=False``). Works under the caller's ``torch.no_grad()``; the forward pass is
+    run by ``explain`` itself.
+    """
+
+    needs_gradients = True
+
+    def __init__(self, model: Any, *, target_layer: Any = None, reshape: Callable | None = None,
+                 normalize: bool = True, **common: Any):
+        super().__init__(model, **common)
+        self._layer = resolve_target_layer(self.module, target_layer)
+        self.target_layer = target_layer
+        if reshape is not None and not callable(reshape):
+            raise TypeError(f"reshape must be a callable (N, ...) -> (N, C, h, w) or None; "
+                            f"got {type(reshape).__name__}")
+        if reshape is not None and target_layer is None:
+            raise ValueError("reshape needs an explicit target_layer: for token models the last "
+                             "token layer often has no gradient on the patch tokens")
+        self.reshape = reshape
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        self.normalize = normalize
+
+    # -- the pipeline --------------------------------------------------------------------
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} explains images (N, C, H, W); "
+                             f"got shape {tuple(x.shape)}")
+
+    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        layer = self._layer
+        if layer is None:
+            layer = dict(self.module.named_modules())[find_target_layer(self.module, x)]
+        maps = []
+        for s in iter_slices(len(x), self.batch_size, self.progress, type(self).__name__):
+            xb = x[s].to(self._model.device)
+            tb = targets[s].to(self._model.device)
+            activations, gradients, scores = self._capture(layer, xb, tb)
+            layer_map = self._layer_map(activations, gradients, Batch(xb, tb, scores, layer))
+            maps.append(torch.relu(layer_map).detach().float().cpu())
+        cams = upsample(torch.cat(maps), tuple(x.shape[2:]))
+        return min_max_normalize(cams) if self.normalize else cams
+
+    def _capture(self, layer: nn.Module, x: torch.Tensor, targets: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Activations ``(B, C, h, w)``, their gradients (or ``None`` for gradient-free
+        variants) and the target scores ``(B,)`` for one batch."""
+        captured: list[torch.Tensor] = []
+
+        def keep(_module, _inputs, output):
+            if not torch.is_tensor(output):
+                raise TypeError(f"target_layer must output a tensor; got "
+                                f"{type(output).__name__}")
+            captured[:] = [output]
+            # the rest of the network gets a copy, so in-place operations downstream
+            # (ReLU(inplace=True)) cannot change the captured activation
+            return output.clone()
+
+        # the input requires grad so that the layer is in the graph even when the user's
+        # parameters are frozen; grad mode is set here, whatever the caller's context
+        leaf = x.detach().clone().requires_grad_(self.needs_gradients)
+        with torch.set_grad_enabled(self.needs_gradients):
+            with forward_hook(layer, keep):
+                out = self.module(leaf)
+            if not captured:
+                raise RuntimeError("target_layer was not called during the forward pass")
+            output = captured[0]
+            scores = out.reshape(len(x), -1).gather(1, targets[:, None])[:, 0]
+            gradients = None
+            if self.needs_gradients:
+                (grad,) = torch.autograd.grad(scores.sum(), output)
+                gradients = self._to_maps(grad.detach())
+        return self._to_maps(output.detach()), gradients, scores.detach()
+
+    def _to_maps(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The layer's output (or a tensor laid out like it) as ``(B, C, h, w)``."""
+        maps = self.reshape(tensor) if self.reshape is not None else tensor
+        if not torch.is_tensor(maps) or maps.ndim != 4:
+            shape = tuple(maps.shape) if torch.is_tensor(maps) else type(maps).__name__
+            hint = ("" if self.reshape is not None else
+                    "; for token activations (N, tokens, C) pass reshape=vit_reshape(h, w)")
+            raise ValueError(f"CAM needs layer activations (N, C, h, w); target_layer gives "
+                             f"{shape}{hint}")
+        return maps
+
+    # -- hook points of the variants ---------------------------------------------------------
+    def _layer_map(self, activations: torch.Tensor, gradients: torch.Tensor | None,
+                   batch: Batch) -> torch.Tensor:
+        """Map ``(B, h, w)`` before ReLU; by default ``sum_k w_k A_k``."""
+        weights = self._channel_weights(activations, gradients, batch)
+        return torch.einsum("bc,bchw->bhw", weights, activations)
+
+    def _channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor | None,
+                         batch: Batch) -> torch.Tensor:
+        """Weights ``(B, C)`` of the channels."""
+        raise NotImplementedError
+
+
+def min_max_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of ``(N, H, W)`` scaled to ``[0, 1]``; a constant map becomes zeros."""
+    flat = maps.reshape(len(maps), -1)
+    low = flat.min(1, keepdim=True).values
+    span = flat.max(1, keepdim=True).values - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(maps.dtype).tiny),
+                         torch.zeros_like(flat))
+    return scaled.reshape(maps.shape)
+
+
+def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` with 0 where the denominator is 0."""
+    nonzero = denominator != 0
+    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1), 0)

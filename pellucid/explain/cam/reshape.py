@@ -1,0 +1,32 @@
+"""Token activations ``(N, tokens, C)`` as CAM feature maps ``(N, C, h, w)``."""
+from __future__ import annotations
+
+import torch
+
+from ..._validation import check_positive_int
+
+
+class vit_reshape:  # noqa: N801 (used like a function: reshape=vit_reshape(14, 14))
+    """``(N, 1 + height * width, C) -> (N, C, height, width)``: drops the class token (the first
+    token) when ``drop_class_token``, and lays the patch tokens out row by row, as a ViT's patch
+    embedding flattens them. Pass it as ``reshape=`` to a CAM with a ``target_layer`` whose
+    output is batch-first tokens."""
+
+    def __init__(self, height: int, width: int, drop_class_token: bool = True):
+        self.height = check_positive_int("height", height)
+        self.width = check_positive_int("width", width)
+        self.drop_class_token = bool(drop_class_token)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        expected = self.height * self.width + self.drop_class_token
+        if tokens.ndim != 3 or tokens.shape[1] != expected:
+            raise ValueError(
+                f"{self!r} expects tokens (N, {expected}, C) "
+                f"({'1 class token + ' if self.drop_class_token else ''}"
+                f"{self.height}x{self.width} patches); got shape {tuple(tokens.shape)}")
+        patches = tokens[:, 1:] if self.drop_class_token else tokens
+        return patches.transpose(1, 2).reshape(len(tokens), -1, self.height, self.width)
+
+    def __repr__(self) -> str:
+        return (f"vit_reshape(height={self.height}, width={self.width}, "
+                f"drop_class_token={self.drop_class_token})")
