@@ -13,7 +13,7 @@ expensive work, then hands tensors to ``_evaluate``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +106,26 @@ def normalized_auc(curves: np.ndarray) -> np.ndarray:
         return curves[..., 0].copy()
     return ((curves.sum(-1) - curves[..., 0] / 2 - curves[..., -1] / 2)
             / (curves.shape[-1] - 1))
+
+
+def check_fractions(name: str, fractions: Sequence[float]) -> tuple[float, ...]:
+    """Increasing fractions in [0, 1), e.g. (0.1, ..., 0.9)."""
+    values = tuple(float(p) for p in np.atleast_1d(np.asarray(fractions, dtype=float)))
+    if not values or any(not 0 <= p < 1 for p in values) or any(
+            b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name} must be increasing fractions in [0, 1), e.g. "
+                         f"(0.1, 0.2, ..., 0.9); got {fractions!r}")
+    return values
+
+
+def trapezoid_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Trapezoid area under each row over ``fractions``, divided by their range (one point: the
+    value itself)."""
+    if len(fractions) == 1:
+        return curves[..., 0].astype(np.float64)
+    widths = np.diff(np.asarray(fractions, dtype=np.float64))
+    area = ((curves[..., 1:] + curves[..., :-1]) / 2 * widths).sum(-1)
+    return area / (fractions[-1] - fractions[0])
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

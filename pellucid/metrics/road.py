@@ -34,7 +34,8 @@ from scipy.sparse.linalg import spsolve
 
 from .._batching import predict_generated
 from .._validation import check_choice, check_non_negative
-from ._metric import SeededMetric, require_images, target_scores
+from ._metric import (SeededMetric, check_fractions, require_images, target_scores,
+                      trapezoid_auc)
 from .base import MetricResult
 from .fidelity import descending_ranks
 
@@ -89,23 +90,6 @@ def solve_linear_imputation(values: np.ndarray, kept: np.ndarray, unknown: np.nd
     return np.asarray(spsolve(matrix, rhs)).reshape(n, values.shape[1])
 
 
-def check_percentages(percentages: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(float(p) for p in np.atleast_1d(np.asarray(percentages, dtype=float)))
-    if not values or any(not 0 <= p < 1 for p in values) or any(
-            b <= a for a, b in zip(values, values[1:])):
-        raise ValueError("percentages must be increasing fractions of pixels in [0, 1), e.g. "
-                         f"(0.1, 0.2, ..., 0.9); got {percentages!r}")
-    return values
-
-
-def trapezoid_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
-    """Trapezoid area under each row over ``fractions``, divided by their range (one point: the
-    value itself)."""
-    if len(fractions) == 1:
-        return curves[..., 0].astype(np.float64)
-    return np.trapezoid(curves, fractions, axis=-1) / (fractions[-1] - fractions[0])
-
-
 class Road(SeededMetric):
     """ROAD (Rong et al., 2022): MoRF/LeRF curves with noisy linear imputation; see the module
     docstring.
@@ -123,7 +107,7 @@ class Road(SeededMetric):
                  percentages: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                  order: str = "both", noise: float = 0.01, **common: Any):
         super().__init__(model, **common)
-        self.percentages = check_percentages(percentages)
+        self.percentages = check_fractions("percentages", percentages)
         self.order = check_choice("order", order, ORDERS)
         self.noise = check_non_negative("noise", noise)
 

@@ -1,0 +1,116 @@
+"""ROAR and KAR with real retraining: synthetic tabular data where only k of F features carry
+signal, and tiny synthetic images with a small CNN."""
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import pellucid.metrics.roar as roar
+from pellucid.metrics import Kar, Roar
+from pellucid.metrics.roar import train_small_cnn
+
+
+def informative_tabular(n, n_features=10, k=3, seed=0):
+    """y depends on the first k features only; the true heatmap is |w_i x_i| there, 0 elsewhere
+    (plus a tiny jitter so the uninformative features are ranked at random)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, n_features)).astype(np.float32)
+    w = np.zeros(n_features, dtype=np.float32)
+    w[:k] = (1.5, -1.0, 1.2)[:k]
+    y = (x @ w > 0).astype(np.int64)
+    heatmaps = np.abs(w * x) + 1e-3 * rng.random((n, n_features)).astype(np.float32)
+    return x, y, heatmaps
+
+
+def logistic(x, y):
+    return LogisticRegression().fit(x, y)
+
+
+def test_roar_removing_the_true_features_drops_accuracy_below_random(monkeypatch):
+    calls = []
+    original_ranks = roar.descending_ranks
+    monkeypatch.setattr(roar, "descending_ranks", lambda h: calls.append(h.shape) or original_ranks(h))
+    x_train, y_train, h_train = informative_tabular(600, seed=0)
+    x_test, y_test, h_test = informative_tabular(400, seed=1)
+    result = Roar(logistic, fractions=(0.0, 0.1, 0.3, 0.5), repeats=2, progress=False).evaluate(
+        x_train, y_train, h_train, x_test, y_test, h_test)
+    assert calls == [(600, 10), (400, 10)]  # rankings computed once, reused 2 x 4 x 2 times
+    explained, random = result.details["accuracy_mean"], result.details["random_accuracy_mean"]
+    print(f"ROAR accuracy at fractions {result.fractions}: true ranking {np.round(explained, 3)}, "
+          f"random ranking {np.round(random, 3)}")
+    assert result.curves.shape == (2, 4) and result.scores.shape == (2,)
+    assert explained[0] == random[0] > 0.95  # nothing removed
+    assert explained[2] < 0.65  # all 3 informative features replaced by their mean: chance
+    assert random[2] > explained[2] + 0.2
+    assert result.mean < result.details["random_scores"].mean() and not result.higher_is_better
+    np.testing.assert_array_equal(result.details["accuracy_std"], 0)  # deterministic fit
+
+
+def test_kar_keeping_the_true_features_keeps_accuracy():
+    x_train, y_train, h_train = informative_tabular(600, seed=2)
+    x_test, y_test, h_test = informative_tabular(400, seed=3)
+    result = Kar(logistic, fractions=(0.1, 0.3), repeats=1, progress=False)(
+        torch.as_tensor(x_train), torch.as_tensor(y_train), h_train, x_test, y_test, h_test)
+    explained, random = result.details["accuracy_mean"], result.details["random_accuracy_mean"]
+    print(f"KAR accuracy at (0.1, 0.3): true {np.round(explained, 3)}, random {np.round(random, 3)}")
+    assert explained[1] > 0.95 and explained[1] > random[1] + 0.15 and result.higher_is_better
+
+
+def test_the_train_function_gets_the_seed_and_the_input_kind():
+    seen = []
+
+    def train_fn(x, y, seed):
+        seen.append((type(x), seed))
+        return LogisticRegression().fit(x, y)
+
+    x, y, h = informative_tabular(100)
+    Roar(train_fn, fractions=(0.2,), repeats=3, seed=10, progress=False).evaluate(x, y, h, x, y, h)
+    assert seen == [(np.ndarray, 10), (np.ndarray, 11), (np.ndarray, 12)] * 2
+
+
+def test_roar_on_images_with_a_small_cnn():
+    """8x8 images whose label is the sign of one 2x2 patch; the true heatmap is that patch."""
+    g = torch.Generator().manual_seed(0)
+
+    def make(n):
+        x = 0.5 * torch.randn(n, 1, 8, 8, generator=g)
+        y = torch.randint(0, 2, (n,), generator=g)
+        x[:, 0, 2:4, 5:7] += (2.0 * y - 1)[:, None, None]
+        heatmaps = torch.zeros(n, 8, 8)
+        heatmaps[:, 2:4, 5:7] = 1
+        return x, y, heatmaps + 1e-3 * torch.rand(n, 8, 8, generator=g)
+
+    def train_fn(x, y, seed):
+        return train_small_cnn(x, y, seed=seed, epochs=12)
+
+    x_train, y_train, h_train = make(192)
+    x_test, y_test, h_test = make(128)
+    result = Roar(train_fn, fractions=(0.1,), repeats=1, progress=False).evaluate(
+        x_train, y_train, h_train, x_test, y_test, h_test)
+    explained = result.details["accuracy_mean"][0]
+    random = result.details["random_accuracy_mean"][0]
+    print(f"ROAR (images, 10% removed): true ranking {explained:.3f}, random {random:.3f}")
+    assert explained < 0.7 and random > 0.85
+
+
+def test_train_small_cnn_leaves_the_global_rng_alone():
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1] * 4)
+    state = torch.random.get_rng_state()
+    model = train_small_cnn(x, y, epochs=1)
+    assert torch.equal(state, torch.random.get_rng_state()) and not model.training
+
+
+def test_bad_arguments_raise():
+    x, y, h = informative_tabular(50)
+    with pytest.raises(ValueError, match="fractions"):
+        Roar(logistic, fractions=(0.5, 0.1))
+    with pytest.raises(ValueError, match="repeats"):
+        Roar(logistic, repeats=0)
+    with pytest.raises(TypeError, match="train_fn"):
+        Roar("logistic")
+    with pytest.raises(ValueError, match=r"heatmaps must have shape \(50, 10\)"):
+        Roar(logistic).evaluate(x, y, h[:, :5], x, y, h)
+    with pytest.raises(ValueError, match="y_test must be 50 integer class labels"):
+        Roar(logistic).evaluate(x, y, h, x, y[:10], h)
+    with pytest.raises(ValueError, match="x_test"):
+        Roar(logistic).evaluate(x, y, h, x[:, :5], y, h[:, :5])
