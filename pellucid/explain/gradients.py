@@ -192,8 +192,9 @@ class IntegratedGradients(AggregatedGradients):
 class NoisyGradients(AggregatedGradients):
     """Gradients at ``nb_samples`` noisy copies ``x + N(0, sigma^2)`` of each input, with
     ``sigma = noise_level * (max(x) - min(x))`` per input (Smilkov et al., 2017, who
-    recommend 10-20%). Noise comes from a private generator seeded with ``seed``; it does not
-    depend on ``batch_size``."""
+    recommend 10-20%). The noise of copy ``k`` comes from a private generator seeded with
+    ``(seed, k)`` and is shared by every input (scaled by its own sigma), so an input's map
+    depends neither on ``batch_size`` nor on the other inputs explained with it."""
 
     min_samples = 1
 
@@ -212,14 +213,17 @@ class NoisyGradients(AggregatedGradients):
     def _prepare(self, x):
         dims = tuple(range(1, x.ndim))
         sigma = self.noise_level * (x.amax(dim=dims) - x.amin(dim=dims))
-        return sigma, np.random.default_rng(self.seed)
+        root = np.random.SeedSequence().entropy if self.seed is None else self.seed % 2**64
+        return sigma, root
 
     def _copies(self, x, sample, copy, context):
-        sigma, rng = context
-        noise = rng.standard_normal((len(sample), *x.shape[1:]), dtype=np.float32)
-        sample = sample.to(x.device)
+        sigma, root = context
+        copies, position = torch.unique(copy, return_inverse=True)
+        noise = np.stack([np.random.default_rng([root, k]).standard_normal(
+            x.shape[1:], dtype=np.float32) for k in copies.tolist()])
+        sample, position = sample.to(x.device), position.to(x.device)
         scale = sigma[sample].view(-1, *[1] * (x.ndim - 1))
-        return x[sample] + scale * torch.from_numpy(noise).to(x.device)
+        return x[sample] + scale * torch.from_numpy(noise).to(x.device)[position]
 
 
 class SmoothGrad(NoisyGradients):
