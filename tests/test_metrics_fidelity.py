@@ -70,7 +70,8 @@ def test_deletion_and_insertion_equal_the_rise_reference(step):
                          (Insertion(cnn, step=step, progress=False), "ins")):
         result = metric(images, heatmaps)
         assert isinstance(result, MetricResult)
-        assert result.curves.shape == reference[mode].shape == (3, (256 + rise_step - 1) // rise_step + 1)
+        n_points = (256 + rise_step - 1) // rise_step + 1
+        assert result.curves.shape == reference[mode].shape == (3, n_points)
         np.testing.assert_allclose(result.curves, reference[mode], atol=1e-6)
         expected_auc = [rise_auc(curve) for curve in reference[mode]]
         np.testing.assert_allclose(result.scores, expected_auc, atol=1e-6)
@@ -165,7 +166,8 @@ def test_mu_fidelity_is_seeded(cnn, images):
 
 @pytest.mark.parametrize("metric", [Deletion, Insertion, MuFidelity])
 def test_bad_heatmaps_raise_clear_errors(metric, cnn, images):
-    with pytest.raises(ValueError, match=r"heatmaps must have shape \(4, 16, 16\).*got \(4, 15, 16\)"):
+    expected = r"heatmaps must have shape \(4, 16, 16\).*got \(4, 15, 16\)"
+    with pytest.raises(ValueError, match=expected):
         metric(cnn)(images, torch.rand(4, 15, 16))
     nan_heatmaps = torch.rand(4, 16, 16)
     nan_heatmaps[1, 2, 3] = float("nan")

@@ -16,7 +16,8 @@ def test_imputation_of_a_constant_image_is_that_constant():
     keep = torch.rand(3, 9, 7, generator=torch.Generator().manual_seed(0)) > 0.6
     exact = noisy_linear_impute(images, keep, noise=0.0)
     torch.testing.assert_close(exact, images, atol=1e-6, rtol=0)
-    noisy = noisy_linear_impute(images, keep, noise=0.01, generator=torch.Generator().manual_seed(1))
+    noisy = noisy_linear_impute(images, keep, noise=0.01,
+                                generator=torch.Generator().manual_seed(1))
     removed = ~keep[:, None].expand_as(images)
     assert torch.equal(noisy[~removed], images[~removed])  # kept pixels untouched
     residual = noisy[removed] - 0.37

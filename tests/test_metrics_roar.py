@@ -29,7 +29,8 @@ def logistic(x, y):
 def test_roar_removing_the_true_features_drops_accuracy_below_random(monkeypatch):
     calls = []
     original_ranks = roar.descending_ranks
-    monkeypatch.setattr(roar, "descending_ranks", lambda h: calls.append(h.shape) or original_ranks(h))
+    monkeypatch.setattr(roar, "descending_ranks",
+                        lambda h: calls.append(h.shape) or original_ranks(h))
     x_train, y_train, h_train = informative_tabular(600, seed=0)
     x_test, y_test, h_test = informative_tabular(400, seed=1)
     result = Roar(logistic, fractions=(0.0, 0.1, 0.3, 0.5), repeats=2, progress=False).evaluate(
@@ -52,7 +53,8 @@ def test_kar_keeping_the_true_features_keeps_accuracy():
     result = Kar(logistic, fractions=(0.1, 0.3), repeats=1, progress=False)(
         torch.as_tensor(x_train), torch.as_tensor(y_train), h_train, x_test, y_test, h_test)
     explained, random = result.details["accuracy_mean"], result.details["random_accuracy_mean"]
-    print(f"KAR accuracy at (0.1, 0.3): true {np.round(explained, 3)}, random {np.round(random, 3)}")
+    print(f"KAR accuracy at (0.1, 0.3): true {np.round(explained, 3)}, "
+          f"random {np.round(random, 3)}")
     assert explained[1] > 0.95 and explained[1] > random[1] + 0.15 and result.higher_is_better
 
 

@@ -197,7 +197,8 @@ class MuFidelity(SeededMetric):
                                       batch_size=self.batch_size,
                                       probabilities=self.probabilities, progress=self.progress,
                                       desc=self.name)
-        drops = original[:, None] - target_scores(perturbed, targets.repeat_interleave(nb)).view(n, nb)
+        perturbed = target_scores(perturbed, targets.repeat_interleave(nb)).view(n, nb)
+        drops = original[:, None] - perturbed
         return MetricResult(self.name, pearson_rows(attribution_sums, drops).numpy(),
                             higher_is_better=True,
                             details={"attribution_sums": attribution_sums.numpy(),
