@@ -1,0 +1,12 @@
+"""Figures for explanations and benchmarks. Every function returns a matplotlib Figure (made
+without pyplot, so none is left open); single-panel ones draw on ``ax=`` when given.
+:func:`save_figure` writes PNG, SVG or PDF by extension."""
+from ._common import save_figure
+from .concepts import concept_gallery, top_crops
+from .curves import plot_curves, plot_roar
+from .grid import method_grid
+from .overlay import overlay
+from .tabular import tabular_bars, waterfall
+
+__all__ = ["overlay", "method_grid", "plot_curves", "plot_roar", "concept_gallery", "top_crops",
+           "tabular_bars", "waterfall", "save_figure"]

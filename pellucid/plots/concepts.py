@@ -1,0 +1,79 @@
+"""Concept gallery: the crops that activate each concept most, next to the concept importances."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ._common import image_for_display, new_figure, to_numpy
+
+
+def top_crops(images: Any, crop_boxes: Any, crop_size: Sequence[int] | int,
+              coefficients: Any, k: int = 6) -> list[torch.Tensor]:
+    """For each concept, the ``k`` crops with the largest coefficient: a list of
+    ``(k, C, h, w)`` tensors. ``crop_boxes`` ``(n_crops, 3)`` holds (image index, top, left) into
+    ``images`` ``(N, C, H, W)``; ``coefficients`` ``(n_crops, n_concepts)`` (e.g. CRAFT's
+    ``crop_boxes_``, ``crop_size_`` and ``crops_u_``)."""
+    x = torch.as_tensor(to_numpy(images, "images"), dtype=torch.float32)
+    boxes = np.asarray(to_numpy(crop_boxes, "crop_boxes"), dtype=int)
+    u = to_numpy(coefficients, "coefficients")
+    height, width = (crop_size, crop_size) if np.isscalar(crop_size) else tuple(crop_size)
+    if x.ndim != 4 or boxes.ndim != 2 or boxes.shape[1] != 3 or u.shape[0] != len(boxes):
+        raise ValueError(f"expected images (N, C, H, W), crop_boxes (n, 3) and coefficients "
+                         f"(n, n_concepts); got {tuple(x.shape)}, {boxes.shape}, {u.shape}")
+    galleries = []
+    for concept in range(u.shape[1]):
+        best = np.argsort(-u[:, concept], kind="stable")[:k]
+        galleries.append(torch.stack([x[i, :, top:top + height, left:left + width]
+                                      for i, top, left in boxes[best]]))
+    return galleries
+
+
+def concept_gallery(crops_per_concept: Sequence[Any], importances: Any, *,
+                    concept_names: Sequence[str] | None = None, sort: bool = True,
+                    cell_size: float = 1.3) -> Figure:
+    """Importance bars (left) and, for each concept, a row of its example crops (right).
+
+    Args:
+        crops_per_concept: one ``(k, C, h, w)`` tensor/array of crops per concept
+            (:func:`top_crops` builds them); concepts may have different ``k``.
+        importances: ``(n_concepts,)`` importance of each concept (e.g. CRAFT's
+            ``importances_``).
+        concept_names: row labels (default ``"concept i"``).
+        sort: rows from the most to the least important concept.
+    """
+    importance = to_numpy(importances, "importances").reshape(-1)
+    n = len(crops_per_concept)
+    if n == 0 or len(importance) != n:
+        raise ValueError(f"need one importance per concept: {n} crop sets, "
+                         f"{len(importance)} importances")
+    names = list(concept_names) if concept_names is not None else [f"concept {i}" for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"concept_names must hold {n} names, got {len(names)}")
+    crops = [to_numpy(c, f"crops_per_concept[{i}]") for i, c in enumerate(crops_per_concept)]
+    for i, c in enumerate(crops):
+        if c.ndim != 4 or len(c) == 0:
+            raise ValueError(f"crops_per_concept[{i}] must be (k, C, h, w) with k >= 1, "
+                             f"got shape {c.shape}")
+    order = np.argsort(-importance, kind="stable") if sort else np.arange(n)
+    k = max(len(c) for c in crops)
+    figure = new_figure((3 + cell_size * k, cell_size * n + 0.6))
+    grid = figure.add_gridspec(n, k + 1, width_ratios=[3 / cell_size] + [1] * k)
+    bars = figure.add_subplot(grid[:, 0])
+    bars.barh(np.arange(n), importance[order], color="tab:blue")
+    bars.set_yticks(np.arange(n), [names[i] for i in order])
+    bars.invert_yaxis()
+    bars.set_xlabel("importance")
+    bars.set_title("concept importance")
+    for row, concept in enumerate(order):
+        for col in range(k):
+            ax = figure.add_subplot(grid[row, col + 1])
+            ax.axis("off")
+            if col < len(crops[concept]):
+                picture = image_for_display(crops[concept][col])
+                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+            if col == 0:
+                ax.set_title(names[concept], fontsize="small", loc="left")
+    return figure
