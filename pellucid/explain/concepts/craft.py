@@ -1,0 +1,346 @@
+"""CRAFT: Concept Recursive Activation FacTorization (Fel et al., 2023), with the other
+factorizations and importance estimators of Fel et al. (2023), "A Holistic Approach to
+Unifying Automatic Concept Extraction and Concept Importance Estimation".
+
+The model is split into ``g`` (input -> activations, non-negative for NMF, e.g. after a ReLU)
+and ``h`` (activations -> logits):
+
+1. ``fit(images)``: random crops of images of one class, resized to the input size;
+   ``A = mean_space g(crops)`` ``(n_crops, C)``; factorize ``A ~ U W (+ offset)``.
+   ``W`` = ``concepts_`` ``(n_concepts, C)``.
+2. ``transform(images)``: ``U`` of the spatially averaged activations, ``(N, n_concepts)``.
+3. ``estimate_importance(images)``: each spatial activation vector is encoded, concept ``k``
+   is scaled by ``m_k`` at every position and ``h(U W + offset)`` is attributed to the masks
+   (total Sobol indices, occlusion or gradient x input; see ``importance``).
+4. ``concept_maps(images)``: ``U`` of each spatial activation vector, upsampled (bilinear) to
+   the input size, ``(N, n_concepts, H, W)``; ``concept_attributions(images)``: gradient x
+   input (or any pellucid Explainer) of each concept coefficient w.r.t. the input pixels.
+5. ``concept_metrics(images)``: reconstruction error, sparsity, bottleneck fidelity.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..._baselines import upsample
+from ..._batching import gradients_generated, iter_slices, predict_batched
+from ..._validation import (check_choice, check_input_matches_module, check_inputs,
+                            check_positive_int, check_seed, check_targets)
+from ...models import as_model, has_stochastic_training_layers, module_device, warn_training_mode
+from ..sobol_estimators import check_power_of_two
+from .factorization import NotFittedError, check_non_negative_activations, make_factorization
+from .importance import IMPORTANCE_METHODS
+from .metrics import ConceptScores
+from .modules import ConceptHead, ConceptModel, pool_activations, split_sequential
+
+
+class Craft:
+    """CRAFT concept extraction and importance (Fel et al., 2023); see the module docstring.
+
+    Parameters:
+        model_or_g: an ``nn.Sequential`` model to split at ``layer``, or ``g`` itself.
+        h: the rest of the model (activations -> logits) when ``g`` is given.
+        layer: where to split ``model_or_g`` (index, child name or dotted name); ``g`` ends
+            with this layer.
+        n_concepts: concepts extracted.
+        factorization: ``"nmf"`` (CRAFT), ``"pca"``, ``"ica"``, ``"kmeans"``, ``"dictionary"``
+            or an unfitted :class:`ConceptFactorization`.
+        patch_size: side of the random crops, in pixels (int) or as a fraction of the image
+            side (float in (0, 1]).
+        crops_per_image: random crops drawn from each image in ``fit``.
+        importance: ``"sobol"`` (CRAFT), ``"occlusion"`` or ``"gradient_input"``.
+        nb_design: Sobol design size (a power of 2); ``nb_design * (n_concepts + 2)`` passes
+            of ``h`` per image.
+        batch_size, seed, device, progress: as for every pellucid Explainer.
+
+    Attributes after ``fit``: ``concepts_`` ``(n_concepts, C)``, ``factorization_``,
+    ``class_id_``, ``crops_u_`` ``(n_crops, n_concepts)``, ``crop_boxes_`` ``(n_crops, 3)``
+    (image index, top, left; crops are ``crop_size_`` pixels). After
+    ``estimate_importance``: ``importances_`` ``(n_concepts,)`` (mean over the images) and
+    ``sample_importances_`` ``(N, n_concepts)``.
+    """
+
+    def __init__(self, model_or_g: nn.Module, h: nn.Module | None = None, *, layer: Any = None,
+                 n_concepts: int = 10, factorization: Any = "nmf", patch_size: Any = 0.5,
+                 crops_per_image: int = 16, importance: str = "sobol", nb_design: int = 32,
+                 batch_size: int = 64, seed: int | None = 0, device: Any = None,
+                 progress: bool = True):
+        self.model_or_g, self.h = model_or_g, h
+        self.layer = layer
+        self.n_concepts = check_positive_int("n_concepts", n_concepts)
+        self.seed = check_seed(seed)
+        self.factorization = factorization
+        self._factorization = make_factorization(factorization, self.n_concepts, self.seed)
+        self.patch_size = _check_patch_size(patch_size)
+        self.crops_per_image = check_positive_int("crops_per_image", crops_per_image)
+        self.importance = check_choice("importance", importance, tuple(IMPORTANCE_METHODS))
+        self.nb_design = check_power_of_two("nb_design", nb_design)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.device = device
+        self.progress = bool(progress)
+        self._g, self._h = _split_model(model_or_g, h, layer)
+        self._device = torch.device(device) if device is not None else module_device(self._g)
+
+    # -- scikit-learn habits -------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters by name (the model excluded)."""
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        return {p.name: getattr(self, p.name) for p in parameters if p.kind == p.KEYWORD_ONLY}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # -- fit / transform -----------------------------------------------------------------
+    def fit(self, images: Any, targets: Any = None) -> "Craft":
+        """Extract ``n_concepts`` concepts from random crops of ``images`` (one class).
+
+        ``targets``: the class the images belong to (an int, or one int per image, all
+        equal); ``None`` = the class the model predicts most often on them.
+        """
+        x = self._check_images(images)
+        class_id, n_outputs = self._resolve_class(x, targets)
+        factorization = make_factorization(self._factorization, self.n_concepts, self.seed)
+        channels = self._activations(x[:1]).shape[1]
+        if not factorization.overcomplete_allowed and self.n_concepts > channels:
+            raise ValueError(f"{factorization.name} extracts at most as many concepts as g "
+                             f"has channels: n_concepts={self.n_concepts} > {channels}")
+        crop_size = _crop_size(self.patch_size, x.shape[2:])
+        boxes = _random_boxes(len(x), self.crops_per_image, x.shape[2:], crop_size, self.seed)
+        activations = torch.cat([
+            pool_activations(self._activations(_crops(x, boxes[s], crop_size)))
+            for s in iter_slices(len(boxes), self.batch_size, self.progress, "CRAFT crops")])
+        crops_u = factorization.fit(activations.numpy())
+        self.factorization_, self.class_id_, self.n_outputs_ = factorization, class_id, n_outputs
+        self.concepts_ = torch.as_tensor(factorization.components_, dtype=torch.float32)
+        self.crops_u_ = torch.as_tensor(crops_u, dtype=torch.float32)
+        self.crop_boxes_, self.crop_size_ = torch.as_tensor(boxes), crop_size
+        return self
+
+    def transform(self, images: Any) -> torch.Tensor:
+        """Concept coefficients ``U`` ``(N, n_concepts)`` of the spatially averaged
+        activations (as the crops in ``fit``)."""
+        x = self._check_fitted_images(images)
+        return torch.cat([self._encode(pool_activations(self._activations(x[s])))
+                          for s in iter_slices(len(x), self.batch_size, self.progress,
+                                               "CRAFT transform")])
+
+    def fit_transform(self, images: Any, targets: Any = None) -> torch.Tensor:
+        return self.fit(images, targets).transform(images)
+
+    def spatial_coefficients(self, images: Any) -> torch.Tensor:
+        """``U`` of every spatial activation vector: ``(N, n_concepts, h, w)`` at the
+        layer's resolution (``(N, n_concepts)`` when ``g`` outputs vectors)."""
+        x = self._check_fitted_images(images)
+        return torch.cat([self._encode_per_position(self._activations(x[s]))
+                          for s in iter_slices(len(x), self.batch_size, self.progress,
+                                               "CRAFT coefficients")])
+
+    def concept_maps(self, images: Any) -> torch.Tensor:
+        """Where each concept is present: spatial coefficients upsampled (bilinear) to the
+        input size, ``(N, n_concepts, H, W)`` float32."""
+        x = self._check_fitted_images(images)
+        coefficients = self.spatial_coefficients(x)
+        if coefficients.ndim != 4:
+            raise ValueError("concept maps need spatial activations (N, C, h, w) from g; this "
+                             "g outputs vectors. Split the model before its global pooling.")
+        return upsample(coefficients, tuple(x.shape[2:])).contiguous()
+
+    # -- importance ----------------------------------------------------------------------
+    def estimate_importance(self, images: Any, targets: Any = None) -> torch.Tensor:
+        """Importance of each concept for ``targets`` (default: the fitted class), averaged
+        over ``images``: ``importances_`` ``(n_concepts,)``; per image in
+        ``sample_importances_`` ``(N, n_concepts)``."""
+        x = self._check_fitted_images(images)
+        t = (torch.full((len(x),), self.class_id_, dtype=torch.long) if targets is None
+             else check_targets(targets, len(x), self.n_outputs_))
+        coefficients = self.spatial_coefficients(x)
+        head = as_model(self.concept_head(), device=self._device)
+        options = {"batch_size": self.batch_size, "progress": self.progress}
+        if self.importance == "sobol":
+            options.update(nb_design=self.nb_design, seed=self.seed)
+        sample_importances = IMPORTANCE_METHODS[self.importance](head, coefficients, t, **options)
+        self.sample_importances_ = sample_importances.float()
+        self.importances_ = self.sample_importances_.mean(0)
+        return self.importances_
+
+    # -- where concepts come from in the input ---------------------------------------------
+    def concept_model(self) -> ConceptModel:
+        """``x -> U (N, n_concepts)`` as an ``nn.Module``: explain concept ``k`` with any
+        pellucid Explainer and ``targets=k``."""
+        self._check_fitted()
+        return ConceptModel(self._g, self.factorization_)
+
+    def concept_head(self) -> ConceptHead:
+        """``u -> h(u W + offset)`` as an ``nn.Module`` (coefficients ``(N, R)`` or
+        ``(N, R, h, w)``)."""
+        self._check_fitted()
+        return ConceptHead(self._h, self.factorization_)
+
+    def concept_attributions(self, images: Any, explainer: Callable | None = None
+                             ) -> torch.Tensor:
+        """Attribution of each concept coefficient to the input pixels,
+        ``(N, n_concepts, H, W)``.
+
+        ``explainer``: ``None`` for gradient x input summed over channels (implicit
+        differentiation through the factorization), or a callable mapping the concept model
+        to a pellucid Explainer, e.g. ``lambda m: Rise(m, nb_samples=500)`` or a class.
+        """
+        x = self._check_fitted_images(images)
+        model = self.concept_model()
+        if explainer is not None:
+            method = explainer(model)
+            return torch.stack([method.explain(x, k) for k in range(self.n_concepts)], dim=1)
+        n = self.n_concepts
+
+        def inputs_and_concepts(s: slice):
+            index = torch.arange(s.start, s.stop)
+            return x[index // n], index % n
+
+        grads, _ = gradients_generated(as_model(model, device=self._device), len(x) * n,
+                                       inputs_and_concepts, batch_size=self.batch_size,
+                                       progress=self.progress, desc="CRAFT concept gradients")
+        grads = grads.view(len(x), n, *x.shape[1:])
+        return (grads * x[:, None]).sum(2)
+
+    # -- scores ----------------------------------------------------------------------------
+    def concept_metrics(self, images: Any) -> dict[str, float]:
+        """Reconstruction error, sparsity (near-zero fraction and Hoyer) of the spatial
+        activation vectors of ``images``, and the bottleneck fidelity
+        ``mean(argmax h(U W + offset) == argmax h(A))``; see ``metrics``."""
+        x = self._check_fitted_images(images)
+        h_model = as_model(self._h, device=self._device)
+        head = as_model(self.concept_head(), device=self._device)
+        scores = ConceptScores()
+        for s in iter_slices(len(x), self.batch_size, self.progress, "CRAFT metrics"):
+            activations = self._activations(x[s])
+            coefficients = self._encode_per_position(activations)
+            vectors, u = _as_rows(activations), _as_rows(coefficients)
+            scores.update_reconstruction(vectors, self.factorization_.inverse_transform(u))
+            scores.update_coefficients(u)
+            scores.update_predictions(h_model.predict(activations), head.predict(coefficients))
+        return scores.result()
+
+    # -- internals -------------------------------------------------------------------------
+    def _check_images(self, images: Any) -> torch.Tensor:
+        x = check_inputs(images)
+        if x.ndim != 4:
+            raise ValueError(f"CRAFT needs images (N, C, H, W); got shape {tuple(x.shape)}")
+        check_input_matches_module(x, self._g)
+        return x
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "factorization_"):
+            raise NotFittedError("this Craft is not fitted yet; call fit(images) first")
+
+    def _check_fitted_images(self, images: Any) -> torch.Tensor:
+        self._check_fitted()
+        return self._check_images(images)
+
+    def _activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``g(x)`` on the CPU as float32, under inference mode (one batch)."""
+        if has_stochastic_training_layers(self._g):
+            warn_training_mode(self._g)
+        with torch.inference_mode():
+            activations = self._g(x.to(self._device)).float().cpu()
+        activations = activations.clone()  # a normal tensor outside inference mode
+        if self._factorization.requires_non_negative:
+            check_non_negative_activations(activations, self._factorization.name)
+        return activations
+
+    def _encode(self, activations: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.factorization_.transform(activations.numpy()),
+                               dtype=torch.float32)
+
+    def _encode_per_position(self, activations: torch.Tensor) -> torch.Tensor:
+        if activations.ndim == 2:
+            return self._encode(activations)
+        if activations.ndim != 4:
+            raise ValueError(f"g must output (N, C, h, w) or (N, C); got shape "
+                             f"{tuple(activations.shape)}")
+        n, _, height, width = activations.shape
+        u = self._encode(_as_rows(activations))
+        return u.view(n, height, width, -1).permute(0, 3, 1, 2).contiguous()
+
+    def _resolve_class(self, x: torch.Tensor, targets: Any) -> tuple[int, int]:
+        full = as_model(nn.Sequential(self._g, self._h), device=self._device)
+        if targets is None:
+            predicted = predict_batched(full, x, batch_size=self.batch_size).argmax(1)
+            return int(torch.bincount(predicted).argmax()), _n_outputs(full, x)
+        n_outputs = _n_outputs(full, x)
+        t = check_targets(targets, len(x), n_outputs)
+        if (t != t[0]).any():
+            raise ValueError("CRAFT extracts the concepts of one class: fit on images of one "
+                             f"class; got targets {sorted(set(t.tolist()))}")
+        return int(t[0]), n_outputs
+
+
+def _n_outputs(model, x: torch.Tensor) -> int:
+    return model.predict(x[:1]).shape[1]
+
+
+def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``(N, C, h, w) -> (N h w, C)``; ``(N, C)`` as is."""
+    if tensor.ndim == 4:
+        return tensor.permute(0, 2, 3, 1).reshape(-1, tensor.shape[1])
+    return tensor
+
+
+def _split_model(model_or_g: Any, h: Any, layer: Any) -> tuple[nn.Module, nn.Module]:
+    if h is None:
+        if layer is None:
+            raise ValueError("pass either the two parts Craft(g, h) or a model with "
+                             "layer=<index or name> to split it after that layer")
+        return split_sequential(model_or_g, layer)
+    if layer is not None:
+        raise ValueError("pass either h or layer, not both: layer splits a model, h is the "
+                         "second part of an already split one")
+    for name, part in (("g", model_or_g), ("h", h)):
+        if not isinstance(part, nn.Module):
+            raise TypeError(f"CRAFT needs torch modules; {name} is a {type(part).__name__}")
+    return model_or_g, h
+
+
+def _check_patch_size(patch_size: Any) -> Any:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Real):
+        raise ValueError(f"patch_size must be pixels (int >= 1) or a fraction in (0, 1]; "
+                         f"got {patch_size!r}")
+    if isinstance(patch_size, numbers.Integral):
+        return check_positive_int("patch_size", patch_size)
+    if not 0 < patch_size <= 1:
+        raise ValueError(f"patch_size as a fraction of the image side must be in (0, 1]; "
+                         f"got {patch_size!r}")
+    return float(patch_size)
+
+
+def _crop_size(patch_size: int | float, image_size) -> tuple[int, int]:
+    height, width = int(image_size[0]), int(image_size[1])
+    if isinstance(patch_size, float):
+        return max(1, round(patch_size * height)), max(1, round(patch_size * width))
+    if patch_size > min(height, width):
+        raise ValueError(f"patch_size={patch_size} pixels exceeds the images "
+                         f"({height} x {width})")
+    return patch_size, patch_size
+
+
+def _random_boxes(n_images: int, per_image: int, image_size, crop_size, seed) -> np.ndarray:
+    """``(n_images * per_image, 3)``: image index, top, left of each crop (seeded)."""
+    rng = np.random.default_rng(seed)
+    n = n_images * per_image
+    tops = rng.integers(0, int(image_size[0]) - crop_size[0] + 1, n)
+    lefts = rng.integers(0, int(image_size[1]) - crop_size[1] + 1, n)
+    return np.stack([np.repeat(np.arange(n_images), per_image), tops, lefts], axis=1)
+
+
+def _crops(x: torch.Tensor, boxes: np.ndarray, crop_size) -> torch.Tensor:
+    """The crops in ``boxes``, resized (bilinear) to the images' size."""
+    height, width = crop_size
+    crops = torch.stack([x[i, :, top:top + height, left:left + width] for i, top, left in boxes])
+    if (height, width) == tuple(x.shape[2:]):
+        return crops
+    return upsample(crops, tuple(x.shape[2:]))
