@@ -155,6 +155,16 @@ def test_gradient_cams_equal_published_formulas(cam, split, images):
     assert_maps_equal(maps, GRADIENT_REFERENCES[cam](a, g))
 
 
+def test_gradcam_equals_captum_layer_gradcam(images):
+    from captum.attr import LayerAttribution, LayerGradCam
+    model = small_cnn()
+    expected = LayerGradCam(model, model[3]).attribute(images, target=TARGETS,
+                                                       relu_attributions=True)
+    expected = LayerAttribution.interpolate(expected, (16, 16), interpolate_mode="bilinear")
+    maps = GradCAM(model, normalize=False)(images, TARGETS)
+    torch.testing.assert_close(maps, expected[:, 0].detach(), rtol=1e-5, atol=1e-7)
+
+
 def test_cfcam_reference_exercises_clusters_noise_and_kept_channels(images):
     """The CF-CAM formula test above is only meaningful if its steps all happen on the data."""
     model = small_cnn()
@@ -386,7 +396,8 @@ def hook_count(model):
 
 
 class Explode(nn.Module):
-    """Raises in forward when ``when()`` is true."""
+    """Raises IndexError in forward when ``when()`` is true (pytorch-grad-cam's context manager
+    swallows IndexError)."""
 
     def __init__(self, when):
         super().__init__()
@@ -394,7 +405,7 @@ class Explode(nn.Module):
 
     def forward(self, x):
         if self.when():
-            raise RuntimeError("boom")
+            raise IndexError("boom")
         return x
 
 
@@ -407,11 +418,11 @@ def test_no_hook_remains_after_explain_or_after_an_exception(cam, images):
     # raises during the capture pass (gradient variants) or the perturbation passes
     model[4].when = (torch.is_inference_mode_enabled if cam in (ScoreCAM, AblationCAM)
                      else lambda: True)
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(IndexError, match="boom"):
         cam(model, target_layer="3")(images, 1)
     assert hook_count(model) == 0
     model[4].when = lambda: True
-    with pytest.raises(RuntimeError, match="boom"):  # during the probe of target_layer=None
+    with pytest.raises(IndexError, match="boom"):  # during the probe of target_layer=None
         cam(model)(images, 1)
     assert hook_count(model) == 0
 

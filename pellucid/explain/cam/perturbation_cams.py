@@ -27,11 +27,11 @@ class _PerturbationCAM(BaseCAM):
             scores = predict_generated(self._model, len(sample), make_inputs,
                                        batch_size=self.batch_size,
                                        probabilities=self.probabilities)
-        weights = torch.zeros(activations.shape[:2], device=activations.device)
+        weights = torch.zeros_like(activations[:, :, 0, 0])
         if len(sample):
             perturbed = scores.gather(1, batch.targets[sample].cpu()[:, None])[:, 0]
             weights[sample, channel] = self._weights_from_scores(
-                perturbed.to(weights.device), batch.scores[sample].float())
+                perturbed.to(weights), batch.scores[sample].to(weights))
         return weights
 
     def _evaluated_channels(self, activations: torch.Tensor) -> torch.Tensor:
