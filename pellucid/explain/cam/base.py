@@ -114,7 +114,7 @@ class BaseCAM(WhiteBoxExplainer):
     Parameters:
         target_layer: a submodule, its dotted name (``"layer4.1"``), or ``None`` for the last
             convolutional stage found by :func:`find_target_layer`. If the layer runs several
-            times in one forward pass, its last call is used.
+            times in one forward pass, its last call is used (Ablation-CAM zeroes every call).
         reshape: callable mapping the layer's output to ``(N, C, h, w)``, for token activations:
             ``vit_reshape(height, width)`` maps ``(N, 1 + h*w, C)`` to ``(N, C, h, w)``. It must
             only select and rearrange elements (gradients and ablations are mapped the same way).
@@ -139,8 +139,10 @@ class BaseCAM(WhiteBoxExplainer):
             raise TypeError(f"reshape must be a callable (N, ...) -> (N, C, h, w) or None; "
                             f"got {type(reshape).__name__}")
         if reshape is not None and target_layer is None:
-            raise ValueError("reshape needs an explicit target_layer: for token models the last "
-                             "token layer often has no gradient on the patch tokens")
+            raise ValueError("reshape needs an explicit target_layer (the automatic choice only "
+                             "looks at 4-D outputs); for a ViT name a token layer inside the last "
+                             "block, e.g. its first LayerNorm: the patch tokens of the final norm "
+                             "never reach a class-token head, so their gradients are zero")
         self.reshape = reshape
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be True or False, got {normalize!r}")

@@ -10,7 +10,9 @@ class EigenCAM(BaseCAM):
     """Eigen-CAM (Muhammad & Yeasin, 2020): the activations of one input, as ``h*w`` points in
     ``C`` dimensions, centred per channel and projected on their first principal component
     ``v`` (first right-singular vector): ``map_ij = sum_k v_k (A_kij - mean_ab A_kab)``, then
-    ReLU, as pytorch-grad-cam's ``get_2d_projection``.
+    ReLU. The paper projects on the first right-singular vector of the activation matrix; we
+    centre it first, as a principal component is defined and as pytorch-grad-cam's
+    ``get_2d_projection`` does.
 
     The sign of a singular vector is arbitrary; it is fixed so that the map correlates
     positively with the activation sum ``sum_k A_k`` (the map is negated when the covariance
