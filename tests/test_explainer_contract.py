@@ -144,8 +144,13 @@ BAD_HYPERPARAMETERS = {
 def test_bad_hyperparameters_raise_in_init(name, overrides):
     with pytest.raises(ValueError):
         make(name, small_cnn(), **overrides)
-    with pytest.raises((TypeError, ValueError), match="baseline"):
-        (IntegratedGradients if name != "Occlusion" else Occlusion)(small_cnn(), baseline=None)
+
+
+@pytest.mark.parametrize("name", ["IntegratedGradients", "Occlusion"])
+@pytest.mark.parametrize("baseline", [None, [0.0, 1.0], "black"])
+def test_baseline_of_the_wrong_kind_raises_in_init(name, baseline):
+    with pytest.raises((TypeError, ValueError), match="baseline must be a number, a tensor"):
+        make(name, small_cnn(), baseline=baseline)
 
 
 @pytest.mark.parametrize("name", ["IntegratedGradients", "Occlusion"])

@@ -60,8 +60,9 @@ class AggregatedGradients(WhiteBoxExplainer):
             copies = self._copies(x_model, sample, copy, context)
             grads, _ = input_gradient(self._model, copies, targets[sample])
             weight = weights[copy].view(-1, *[1] * (x.ndim - 1))
+            grads = grads.double()
             for p in self.moments:
-                means[p].index_add_(0, sample, weight * grads.double() ** p)
+                means[p].index_add_(0, sample, weight * (grads if p == 1 else grads**p))
         return self._combine(x.cpu(), means, context).float()
 
     def _nb_copies(self) -> int:
@@ -79,7 +80,7 @@ class AggregatedGradients(WhiteBoxExplainer):
     def _copies(self, x: torch.Tensor, sample: torch.Tensor, copy: torch.Tensor,
                 context: Any) -> torch.Tensor:
         """The copies ``copy`` of inputs ``sample`` (one batch); by default the inputs."""
-        return x[sample]
+        return x.index_select(0, sample.to(x.device))
 
     def _combine(self, x: torch.Tensor, means: dict[int, torch.Tensor], context: Any
                  ) -> torch.Tensor:
@@ -176,17 +177,19 @@ class IntegratedGradients(AggregatedGradients):
 
     def _prepare(self, x):
         alphas = torch.from_numpy(integration_rule(self.method, self.steps)[0]).float()
-        return make_baseline(self.baseline, x), alphas.to(x.device)
+        baseline = make_baseline(self.baseline, x).to(x.device)
+        return baseline, x - baseline, alphas.to(x.device)
 
     def _copies(self, x, sample, copy, context):
-        baseline, alphas = context
+        baseline, difference, alphas = context
         sample, copy = sample.to(x.device), copy.to(x.device)
         alpha = alphas[copy].view(-1, *[1] * (x.ndim - 1))
-        return baseline[sample] + alpha * (x[sample] - baseline[sample])
+        return torch.addcmul(baseline.index_select(0, sample),
+                             difference.index_select(0, sample), alpha)
 
     def _combine(self, x, means, context):
-        baseline, _ = context
-        return (x - baseline.cpu()).double() * means[1]
+        _, difference, _ = context
+        return difference.cpu().double() * means[1]
 
 
 class NoisyGradients(AggregatedGradients):
@@ -223,7 +226,8 @@ class NoisyGradients(AggregatedGradients):
             x.shape[1:], dtype=np.float32) for k in copies.tolist()])
         sample, position = sample.to(x.device), position.to(x.device)
         scale = sigma[sample].view(-1, *[1] * (x.ndim - 1))
-        return x[sample] + scale * torch.from_numpy(noise).to(x.device)[position]
+        noise = torch.from_numpy(noise).to(x.device).index_select(0, position)
+        return torch.addcmul(x.index_select(0, sample), scale, noise)
 
 
 class SmoothGrad(NoisyGradients):

@@ -68,7 +68,8 @@ class Occlusion(Explainer):
             inside_rows = window_mask(rows[window], height, images.shape[2])
             inside_cols = window_mask(cols[window], width, images.shape[3])
             hidden = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
-            occluded = torch.where(hidden, baseline[sample], images[sample])
+            occluded = torch.where(hidden, baseline.index_select(0, sample),
+                                   images.index_select(0, sample))
             return occluded.reshape(len(items), *x.shape[1:])
 
         scores = predict_generated(self._model, len(x) * k, make_inputs,
