@@ -15,6 +15,8 @@ from torch import nn
 from pellucid.benchmark import (RESULT_COLUMNS, BenchmarkConfig, DatasetSpec, MethodSpec,
                                 MetricSpec, RandomAttribution, load_config, run_benchmark)
 from pellucid.explain.base import Explainer
+from pellucid.metrics import RelevanceMass
+from pellucid.metrics._metric import ModelMetric
 from pellucid.metrics.base import MetricResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -49,33 +51,23 @@ class CountingExplainer(Explainer):
         return x.sum(1) * self.scale
 
 
-class MeanHeatmap:
+class MeanHeatmap(ModelMetric):
     """Score of a sample = mean of its heatmap plus its target; counts calls; can be told to
     raise KeyboardInterrupt on its n-th call (a user pressing Ctrl-C)."""
 
     calls = 0
     interrupt_on: int | None = None
 
-    def __init__(self, model, *, offset: float = 0.0):
+    def __init__(self, model, *, offset: float = 0.0, **common):
+        super().__init__(model, **common)
         self.offset = offset
 
-    def __call__(self, inputs, heatmaps, targets):
+    def _evaluate(self, inputs, heatmaps, targets):
         type(self).calls += 1
         if type(self).calls == type(self).interrupt_on:
             raise KeyboardInterrupt
         scores = heatmaps.flatten(1).mean(1) + targets + self.offset
         return MetricResult("mean_heatmap", scores.numpy(), higher_is_better=False)
-
-
-class MaskHit:
-    """Fraction of heatmap mass inside the ground-truth mask (needs ``masks=``)."""
-
-    def __init__(self, model):
-        pass
-
-    def __call__(self, inputs, heatmaps, targets, masks):
-        h = heatmaps.clamp(min=0)
-        return MetricResult("mask_hit", ((h * masks).flatten(1).sum(1) / h.flatten(1).sum(1)))
 
 
 @pytest.fixture(autouse=True)
@@ -165,26 +157,36 @@ def test_changed_parameters_recompute_only_the_cells_they_change(tmp_path):
     assert not np.isin(double, old.iloc[:6]["mean"].to_numpy()).any()
 
 
-def test_masks_reach_metrics_that_ask_for_them_and_restriction_by_dataset(tmp_path):
+def test_masks_reach_localization_metrics_and_restriction_by_dataset(tmp_path):
     config = make_config(
         tmp_path,
         datasets=[DatasetSpec("with_masks", model=tiny_cnn(), data=tiny_data()),
                   DatasetSpec("no_masks", model=tiny_cnn(), data=tiny_data(masks=False))],
+        methods=[MethodSpec(CountingExplainer, label="input")],
         metrics=[MetricSpec(MeanHeatmap, label="mean"),
-                 MetricSpec(MaskHit, label="hit", datasets=["with_masks"])])
+                 MetricSpec(RelevanceMass, datasets=["with_masks"])])
     results = run_benchmark(config, progress=False)
-    assert len(results) == 3 * 2 + 3 * 1
-    hit = results[results.metric == "hit"]
-    assert set(hit.dataset) == {"with_masks"}
-    # the mask is the top-left quarter; a positive heatmap puts some but not all mass there
-    assert ((hit["mean"] > 0) & (hit["mean"] < 1)).all()
+    assert list(zip(results.dataset, results.metric)) == [
+        ("with_masks", "mean"), ("with_masks", "RelevanceMass"), ("no_masks", "mean")]
+    # heatmap = the (positive) input; the mask is the top-left quarter of each sample
+    idx = np.sort(np.random.default_rng(0).choice(12, size=5, replace=False))
+    x = tiny_data().x_test[idx, 0]
+    expected = (x[:, :4, :4].sum((1, 2)) / x.sum((1, 2))).mean().item()
+    assert results.iloc[1]["mean"] == pytest.approx(expected, rel=1e-6)
 
     unrestricted = make_config(
         tmp_path / "b", datasets=[DatasetSpec("no_masks", model=tiny_cnn(),
                                               data=tiny_data(masks=False))],
-        metrics=[MetricSpec(MaskHit)])
-    with pytest.raises(ValueError, match="needs ground-truth masks"):
+        metrics=[MetricSpec(RelevanceMass)])
+    CountingExplainer.calls = 0
+    with pytest.raises(ValueError, match=r"\['RelevanceMass'\] need ground-truth masks"):
         run_benchmark(unrestricted, progress=False)
+    assert CountingExplainer.calls == 0  # said before any explanation ran
+
+
+def test_metrics_that_do_not_score_heatmaps_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="Roar cannot be a benchmark metric"):
+        run_benchmark(make_config(tmp_path, metrics=["Roar"]), progress=False)
 
 
 def test_example_toml_config_is_valid():

@@ -7,7 +7,8 @@ an HTML report.
 """
 from .baselines import RandomAttribution
 from .config import BenchmarkConfig, DatasetSpec, MethodSpec, MetricSpec, load_config
+from .report import write_report
 from .runner import RESULT_COLUMNS, run_benchmark
 
 __all__ = ["BenchmarkConfig", "DatasetSpec", "MethodSpec", "MetricSpec", "RandomAttribution",
-           "RESULT_COLUMNS", "load_config", "run_benchmark"]
+           "RESULT_COLUMNS", "load_config", "run_benchmark", "write_report"]

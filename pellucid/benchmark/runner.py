@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import inspect
 import json
 import os
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from .. import explain as explain_module
 from .. import metrics as metrics_module
 from .._batching import predict_batched
-from ..metrics.base import MetricResult
+from ..metrics._metric import ModelMetric, SeededMetric
+from ..metrics.localization import _LocalizationMetric as LocalizationMetric
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config
@@ -73,6 +74,10 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
     done = set(finished["fingerprint"])
     cells = list(plan_cells(config, out_dir))
     todo = [cell for cell in cells if cell.fingerprint not in done]
+    methods = {m.label: resolve(m.name, explain_module, BUILTIN_METHODS, "method")
+               for m in config.methods}
+    metrics = {m.label: check_metric_class(resolve(m.name, metrics_module, {}, "metric"))
+               for m in config.metrics}
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark",
                disable=not progress, unit="cell")
@@ -83,16 +88,21 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
             if all(c.fingerprint in done and c.heatmaps_path.exists() for c in dataset_cells):
                 continue
             prepared = prepare_dataset(spec, dataset_cells[0].samples_path, config)
+            check_masks(spec, prepared, {c.metric.label: metrics[c.metric.label]
+                                         for c in dataset_cells})
             for method in config.methods:
                 method_cells = [c for c in dataset_cells if c.method is method]
                 if all(c.fingerprint in done and c.heatmaps_path.exists() for c in method_cells):
                     continue
-                heatmaps, seconds = explained(method_cells[0], prepared, config.seed)
+                heatmaps, seconds = explained(method_cells[0], methods[method.label], prepared,
+                                              config.seed)
                 for cell in method_cells:
                     if cell.fingerprint in done:
                         continue
                     bar.set_postfix_str(f"{spec.name} / {method.label} / {cell.metric.label}")
-                    append_row(results_path, score_cell(cell, prepared, heatmaps, seconds))
+                    metric = build_metric(metrics[cell.metric.label], prepared.model,
+                                          cell.metric.params, config.seed)
+                    append_row(results_path, score_cell(cell, metric, prepared, heatmaps, seconds))
                     n_new += 1
                     bar.update()
     except (KeyboardInterrupt, Exception):
@@ -169,17 +179,15 @@ class PreparedDataset:
 def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConfig
                     ) -> PreparedDataset:
     """Load the model and pick ``n_samples`` test inputs (seeded); cache them on disk."""
-    model = load_model(spec, config.seed)
-    if samples_path.exists():
+    model, data = load_model_and_data(spec, config.seed, need_data=not samples_path.exists())
+    if data is None:
         saved = torch.load(samples_path, weights_only=True)
         return PreparedDataset(model, saved["inputs"], saved["targets"], saved["masks"])
-    data = spec.data if spec.data is not None else load_dataset(spec.name)
     x_test = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
     y_test = torch.as_tensor(np.asarray(data.y_test)).long()
     masks = getattr(data, "masks_test", None)
-    wrapped = as_model(model)
-    predictions = predict_batched(wrapped, x_test, batch_size=PREDICT_BATCH_SIZE).argmax(1)
-    accuracy = float((predictions == y_test).float().mean())
+    predictions = predict_batched(as_model(model), x_test,
+                                  batch_size=PREDICT_BATCH_SIZE).argmax(1)
     rng = np.random.default_rng(config.seed)
     n = min(config.n_samples, len(x_test))
     indices = torch.as_tensor(np.sort(rng.choice(len(x_test), size=n, replace=False)))
@@ -189,7 +197,7 @@ def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConf
         "targets": predictions[indices].clone(),
         "masks": None if masks is None else torch.as_tensor(np.asarray(masks))[indices].clone(),
         "indices": indices,
-        "accuracy": accuracy,
+        "accuracy": float((predictions == y_test).float().mean()),
         "dataset": spec.name,
         "model": spec.model_label,
     }
@@ -197,30 +205,33 @@ def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConf
     return PreparedDataset(model, saved["inputs"], saved["targets"], saved["masks"])
 
 
-def load_dataset(name: str) -> Any:
-    from .. import datasets
+def load_model_and_data(spec: DatasetSpec, seed: int, need_data: bool) -> tuple[Any, Any]:
+    """The model and (when ``need_data``) the dataset of ``spec``. A zoo model (``model`` is a
+    name) comes with the dataset it was trained on, so its test split is the one used."""
+    from .. import datasets, zoo
 
-    return datasets.load(name)
-
-
-def load_model(spec: DatasetSpec, seed: int) -> Any:
-    if not isinstance(spec.model, str):
-        return spec.model
-    from .. import zoo
-
-    model, _ = zoo.get_model(spec.model, seed=seed)
-    return model
+    if isinstance(spec.model, str):
+        model, info = zoo.get_model(spec.model, seed=seed)
+        if info["dataset"] != spec.name and spec.data is None:
+            raise ValueError(f"zoo model {spec.model!r} is trained on {info['dataset']!r}, not "
+                             f"on {spec.name!r}; name the dataset {info['dataset']!r}")
+        default_data = partial(zoo.load_dataset, spec.model)
+    else:
+        model, default_data = spec.model, partial(datasets.load, spec.name)
+    if not need_data:
+        return model, None
+    return model, spec.data if spec.data is not None else default_data()
 
 
 # -- explain and score ----------------------------------------------------------------------
-def explained(cell: Cell, prepared: PreparedDataset, seed: int) -> tuple[torch.Tensor, float]:
+def explained(cell: Cell, method_class: type, prepared: PreparedDataset, seed: int
+              ) -> tuple[torch.Tensor, float]:
     """Heatmaps of the cell's method (cached on disk) and the explanation seconds per sample."""
     if cell.heatmaps_path.exists():
         saved = torch.load(cell.heatmaps_path, weights_only=True)
         return saved["heatmaps"], saved["seconds_per_sample"]
-    method_class = resolve(cell.method.name, explain_module, BUILTIN_METHODS, "method")
-    params = {"seed": seed, "progress": False, **cell.method.params}
-    explainer = method_class(prepared.model, **params)
+    explainer = method_class(prepared.model, **{"seed": seed, "progress": False,
+                                                 **cell.method.params})
     start = time.perf_counter()
     heatmaps = explainer.explain(prepared.inputs, prepared.targets)
     seconds = (time.perf_counter() - start) / len(prepared.inputs)
@@ -229,17 +240,15 @@ def explained(cell: Cell, prepared: PreparedDataset, seed: int) -> tuple[torch.T
     return heatmaps, seconds
 
 
-def score_cell(cell: Cell, prepared: PreparedDataset, heatmaps: torch.Tensor,
+def score_cell(cell: Cell, metric: Any, prepared: PreparedDataset, heatmaps: torch.Tensor,
                explain_seconds: float) -> dict[str, Any]:
     """Run the cell's metric on the cached heatmaps; save per-sample scores; return the row."""
-    metric_class = resolve(cell.metric.name, metrics_module, {}, "metric")
-    metric = metric_class(prepared.model, **cell.metric.params)
     start = time.perf_counter()
-    result = call_metric(metric, prepared, heatmaps)
+    if isinstance(metric, ModelMetric):
+        result = metric(prepared.inputs, heatmaps, prepared.targets)
+    else:
+        result = metric(heatmaps, prepared.masks)
     seconds = time.perf_counter() - start
-    if not isinstance(result, MetricResult):
-        raise TypeError(f"metric {cell.metric.label} returned {type(result).__name__}; "
-                        "a metric must return a pellucid.metrics.MetricResult")
     arrays = {"scores": result.scores}
     if result.curves is not None:
         arrays["curves"] = result.curves
@@ -255,14 +264,35 @@ def score_cell(cell: Cell, prepared: PreparedDataset, heatmaps: torch.Tensor,
     }
 
 
-def call_metric(metric: Any, prepared: PreparedDataset, heatmaps: torch.Tensor) -> MetricResult:
-    """``metric(inputs, heatmaps, targets)``, plus ``masks=`` for metrics that take them."""
-    if "masks" in inspect.signature(metric.__call__).parameters:
-        if prepared.masks is None:
-            raise ValueError(f"{type(metric).__name__} needs ground-truth masks; this dataset "
-                             "has none (give it a masks_test, or drop the metric)")
-        return metric(prepared.inputs, heatmaps, prepared.targets, masks=prepared.masks)
-    return metric(prepared.inputs, heatmaps, prepared.targets)
+def check_metric_class(metric_class: type) -> type:
+    """The benchmark scores cached heatmaps: a metric must be a model metric,
+    ``metric(inputs, heatmaps, targets)``, or a localization metric, ``metric(heatmaps, masks)``."""
+    if not issubclass(metric_class, (ModelMetric, LocalizationMetric)):
+        raise TypeError(f"{metric_class.__name__} cannot be a benchmark metric: the benchmark "
+                        "scores cached heatmaps, so a metric must be a ModelMetric (Deletion, "
+                        "Insertion, MuFidelity, Road, ...) or a localization metric "
+                        "(PointingGame, RelevanceMass, ...); run Roar/Kar/ModelRandomization "
+                        "directly")
+    return metric_class
+
+
+def check_masks(spec: DatasetSpec, prepared: PreparedDataset, metrics: dict[str, type]) -> None:
+    """Localization metrics need ground-truth masks; say so before any explanation runs."""
+    needing = [label for label, cls in metrics.items() if issubclass(cls, LocalizationMetric)]
+    if needing and prepared.masks is None:
+        raise ValueError(f"{needing} need ground-truth masks and dataset {spec.name!r} has none;"
+                         " restrict them with datasets=[...] to datasets that have masks")
+
+
+def build_metric(metric_class: type, model: Any, params: dict[str, Any], seed: int) -> Any:
+    """A model metric gets the model, the benchmark's seed (if seeded) and no inner progress
+    bar; a localization metric only its parameters."""
+    if issubclass(metric_class, LocalizationMetric):
+        return metric_class(**params)
+    defaults = {"progress": False}
+    if issubclass(metric_class, SeededMetric):
+        defaults["seed"] = seed
+    return metric_class(model, **{**defaults, **params})
 
 
 def resolve(name: Any, module: Any, builtins: dict[str, type], kind: str) -> type:

@@ -1,0 +1,166 @@
+"""HTML report of a benchmark: one self-contained page (no JavaScript) with PNG figures beside it.
+
+``write_report(config)`` reads what :func:`~pellucid.benchmark.run_benchmark` left in the output
+folder (``results.csv`` and the cache) and writes ``index.html`` and ``figures/*.png`` there:
+
+- per dataset: the model and its test accuracy, a summary table (methods x metrics, mean ± std,
+  an arrow giving each metric's direction, the best value in bold, methods sorted by their mean
+  rank over the metrics), a method x image grid of heatmaps, and the insertion/deletion curves;
+- the timings: explanation seconds per sample and metric seconds per cell.
+
+Images are referenced by relative paths, so the folder can be moved or zipped as a whole.
+"""
+from __future__ import annotations
+
+import datetime
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..metrics.base import MetricResult
+from ..plots import method_grid, plot_curves, save_figure
+from .config import BenchmarkConfig, load_config
+from .runner import RESULTS_FILE, Cell, plan_cells, read_results, select_results, slug
+
+GRID_IMAGES = 4
+ARROWS = {True: "↑", False: "↓"}
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem;
+       margin: 2rem auto; padding: 0 1rem; color: #1f2328; line-height: 1.45; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.3rem;
+margin-top: 2.5rem; }
+.meta { color: #59636e; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.7rem; text-align: right; }
+th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
+td.best { font-weight: 700; background: #dafbe1; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { color: #59636e; font-size: 0.9rem; }
+"""
+
+
+def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path | None = None,
+                 title: str = "pellucid benchmark") -> Path:
+    """Write ``index.html`` (and ``figures/``) for the results of ``config`` in its output
+    folder (or ``out``); returns the path of ``index.html``."""
+    config = load_config(config)
+    out_dir = Path(out) if out is not None else config.out
+    cells = list(plan_cells(config, out_dir))
+    results = select_results(read_results(out_dir / RESULTS_FILE), cells)
+    if results.empty:
+        raise ValueError(f"no results for this config in {out_dir / RESULTS_FILE}; run the "
+                         "benchmark first")
+    sections = [dataset_section(spec.name, results, [c for c in cells if c.dataset is spec],
+                                out_dir)
+                for spec in config.datasets if (results["dataset"] == spec.name).any()]
+    finished = f"{len(results)} of {len(cells)} cells finished"
+    page = "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{esc(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="meta">{esc(datetime.date.today().isoformat())} · {config.n_samples} test '
+        f"inputs per dataset · seed {config.seed} · {finished} · raw numbers: "
+        f'<a href="{RESULTS_FILE}">{RESULTS_FILE}</a></p>',
+        "<p>Each cell is the mean ± standard deviation of a metric over the explained inputs. "
+        "↑: higher is better, ↓: lower is better; the best value of each column is in bold. "
+        "Methods are sorted by their mean rank over the metrics. <em>Random</em> (uniform "
+        "random heatmaps), where present, is the chance level.</p>",
+        *sections, timings_section(results), "</body>", "</html>"])
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir: Path) -> str:
+    """Model line, summary table, method grid and curves of one dataset."""
+    samples = torch.load(cells[0].samples_path, weights_only=True)
+    parts = [f"<h2>{esc(name)}</h2>",
+             f'<p class="meta">model {esc(samples["model"])} · test accuracy '
+             f'{samples["accuracy"]:.1%} · {len(samples["inputs"])} test inputs explained, each '
+             "for the class the model predicts</p>",
+             summary_table(results[results["dataset"] == name])]
+    heatmaps = {c.method.label: torch.load(c.heatmaps_path, weights_only=True)["heatmaps"]
+                for c in cells if c.heatmaps_path.exists()}
+    if samples["inputs"].ndim == 4 and heatmaps:
+        shown = slice(0, GRID_IMAGES)
+        titles = [f"label {y} · predicted {t}"
+                  for y, t in zip(samples["labels"][shown].tolist(),
+                                  samples["targets"][shown].tolist())]
+        figure = method_grid(samples["inputs"][shown], {k: v[shown] for k, v in heatmaps.items()},
+                             titles=titles)
+        parts.append(figure_html(figure, out_dir, f"{slug(name)}-heatmaps.png",
+                                 f"Heatmaps of the first {len(titles)} explained inputs (red: "
+                                 "evidence for the predicted class; blue: against it)."))
+    for metric in dict.fromkeys(c.metric.label for c in cells):
+        curves = {c.method.label: load_metric_result(c) for c in cells
+                  if c.metric.label == metric and c.scores_path.exists()}
+        curves = {k: v for k, v in curves.items() if v.curves is not None}
+        if curves:
+            figure = plot_curves(curves, title=f"{metric} on {name}", show_spread=False)
+            parts.append(figure_html(figure, out_dir, f"{slug(name)}-{slug(metric)}.png",
+                                     f"{metric} curves, mean over the inputs; the legend gives "
+                                     "each method's area under the curve."))
+    return "\n".join(parts)
+
+
+def load_metric_result(cell: Cell) -> MetricResult:
+    """The per-sample scores (and curves) that the runner saved for ``cell``."""
+    with np.load(cell.scores_path) as saved:
+        return MetricResult(cell.metric.label, saved["scores"], curves=saved.get("curves"),
+                            fractions=saved.get("fractions"))
+
+
+def figure_html(figure: Any, out_dir: Path, name: str, caption: str) -> str:
+    """Save ``figure`` as ``figures/<name>`` and return an ``<img>`` with a relative path."""
+    save_figure(figure, out_dir / "figures" / name)
+    return (f'<figure><img src="figures/{esc(name)}" alt="{esc(caption)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def summary_table(table: pd.DataFrame) -> str:
+    """Methods x metrics; rows sorted by mean rank (each metric ranked in its direction)."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    means = table.pivot(index="method", columns="metric", values="mean")[metrics]
+    stds = table.pivot(index="method", columns="metric", values="std")[metrics]
+    higher = table.groupby("metric")["higher_is_better"].first()
+    ranks = pd.DataFrame({m: means[m].rank(ascending=not higher[m]) for m in metrics})
+    order = ranks.mean(axis=1).sort_values(kind="stable").index
+    best = {m: means[m].max() if higher[m] else means[m].min() for m in metrics}
+    head = "".join(f"<th>{esc(m)} {ARROWS[bool(higher[m])]}</th>" for m in metrics)
+    rows = []
+    for method in order:
+        cells = []
+        for m in metrics:
+            value, spread = means.at[method, m], stds.at[method, m]
+            css = ' class="best"' if value == best[m] else ""
+            cells.append(f"<td{css}>{number(value)} ± {number(spread)}</td>")
+        rows.append(f"<tr><td>{esc(method)}</td>{''.join(cells)}"
+                    f"<td>{ranks.loc[method].mean():.2f}</td></tr>")
+    return (f"<table><thead><tr><th>method</th>{head}<th>mean rank</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def timings_section(results: pd.DataFrame) -> str:
+    explain = results.groupby(["method", "dataset"], sort=False)["explain_s_per_sample"].first()
+    metric = results.groupby(["method", "dataset"], sort=False)["metric_s"].sum()
+    rows = "".join(
+        f"<tr><td>{esc(method)}</td><td>{esc(dataset)}</td><td>{explain[method, dataset]:.4f}"
+        f"</td><td>{metric[method, dataset]:.2f}</td></tr>"
+        for method, dataset in explain.index)
+    return ("<h2>Timings</h2><p>Wall-clock seconds on this machine: explanation time per input, "
+            "and the total time of all metrics on that method's heatmaps.</p>"
+            "<table><thead><tr><th>method</th><th>dataset</th><th>explain s / input</th>"
+            f"<th>metrics s</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def number(value: float) -> str:
+    return f"{value:.3g}" if np.isfinite(value) else "n/a"
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text))

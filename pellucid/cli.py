@@ -1,0 +1,126 @@
+"""The ``pellucid`` command: ``pellucid demo`` and ``pellucid benchmark CONFIG``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+
+DESCRIPTION = """\
+pellucid explains the predictions of image and tabular models (saliency maps from gradients,
+occlusion, RISE, Sobol, DeepLIFT, Grad-CAM, ...) and measures how faithful those explanations
+are (deletion, insertion, MuFidelity, pointing game, ...).
+
+Start here:
+  pellucid demo                 trains two tiny models (seconds), explains a few images with
+                                every family of methods, scores them, and writes an HTML
+                                report to ./pellucid-demo/index.html
+  pellucid benchmark FILE.toml  runs your own comparison (see examples/benchmark.toml)
+
+Add --help after a command for its options."""
+
+DEMO_HELP = """\
+Train (or load from the cache) two tiny CNNs, one on handwritten digits and one on BlockMNIST
+(images whose label depends only on a digit block, so we know where the evidence is), explain a
+few test images with gradient, occlusion, RISE, Sobol, DeepLIFT and Grad-CAM methods and a
+random control, score every heatmap with deletion, insertion, MuFidelity and the pointing game,
+print a summary table and write an HTML report (open index.html in a browser). Takes about a
+minute on a laptop CPU; --quick takes a few seconds."""
+
+BENCHMARK_HELP = """\
+Run the datasets x methods x metrics described in a TOML file (see examples/benchmark.toml),
+write results.csv row by row and an HTML report. Interrupt it at any time (Ctrl-C): running the
+same command again resumes and never recomputes a finished cell."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pellucid", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pellucid {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    demo = commands.add_parser(
+        "demo", help="explain a few images with every method family and write an HTML report",
+        description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--out", type=Path, default=Path("pellucid-demo"), metavar="DIR",
+                      help="folder for the report, results.csv and caches "
+                           "(default: ./pellucid-demo)")
+    demo.add_argument("--quick", action="store_true",
+                      help="one dataset, fewer images and random draws (a few seconds)")
+    demo.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="hide the progress bar")
+    demo.set_defaults(run=run_demo)
+
+    bench = commands.add_parser(
+        "benchmark", help="run a comparison described in a TOML file",
+        description=BENCHMARK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("config", type=Path, metavar="CONFIG",
+                       help="TOML file with datasets, methods and metrics")
+    bench.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="output folder (default: `out` in the config file)")
+    bench.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="hide the progress bar")
+    bench.set_defaults(run=run_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"pellucid {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .benchmark.demo import demo_config
+
+    return run_and_report(demo_config(args.out, quick=args.quick), None, args.progress,
+                          title="pellucid demo")
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from .benchmark import load_config
+
+    return run_and_report(load_config(args.config), args.out, args.progress,
+                          title=f"pellucid benchmark: {args.config.stem}")
+
+
+def run_and_report(config, out: Path | None, progress: bool, title: str) -> int:
+    from .benchmark import run_benchmark, write_report
+
+    start = time.perf_counter()
+    results = run_benchmark(config, out=out, progress=progress)
+    report = write_report(config, out=out, title=title)
+    print(summary_text(results))
+    print(f"\n{len(results)} results in {time.perf_counter() - start:.0f} s; "
+          f"report: {report.resolve()}")
+    return 0
+
+
+def summary_text(results: pd.DataFrame) -> str:
+    """One methods x metrics table of means per dataset, arrows giving each metric's direction."""
+    blocks = []
+    for dataset, table in results.groupby("dataset", sort=False):
+        arrows = table.groupby("metric", sort=False)["higher_is_better"].first()
+        means = table.pivot(index="method", columns="metric", values="mean")
+        means = means.loc[list(dict.fromkeys(table["method"])), list(arrows.index)]
+        means.columns = [f"{m} {'↑' if up else '↓'}" for m, up in arrows.items()]
+        blocks.append(f"\n{dataset}\n{means.to_string(float_format='{:.3f}'.format)}")
+    return "\n".join(blocks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
