@@ -234,19 +234,23 @@ class FailsOnCall(nn.Module):
         return self.inner(x)
 
 
+@pytest.mark.parametrize("fail_at", [2, 3])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", EXPLAINERS)
-def test_model_unchanged_after_an_explain_that_raised(name, kind):
+def test_model_unchanged_after_an_explain_that_raised(name, kind, fail_at):
     inner, x = user_model(kind)
-    model = FailsOnCall(inner, fail_at=2)  # 1: predicted classes; 2: first explanation batch
+    # call 1 reads the number of classes; 2 and 3 are the first explanation batches
+    model = FailsOnCall(inner, fail_at=fail_at)
     state, x_before = model_state(model), x.clone()
     explainer = make(name, model, batch_size=3)
     with pytest.raises(RuntimeError, match="on purpose"):
-        explainer.explain(x)
+        explainer.explain(x, 1)
+    assert model.calls == fail_at
     assert_same_state(state, model_state(model))
     assert torch.equal(x, x_before)
     # nothing is left half-done: the next call gives the answer of the unwrapped model
-    torch.testing.assert_close(explainer.explain(x), make(name, inner, batch_size=3).explain(x))
+    torch.testing.assert_close(explainer.explain(x, 1),
+                               make(name, inner, batch_size=3).explain(x, 1))
 
 
 # -- seeds, targets, batch size -------------------------------------------------------------
