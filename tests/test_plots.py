@@ -88,6 +88,9 @@ def test_plot_curves_mean_curves_and_auc_in_legend():
                                                                    "B (AUC=0.300)"]
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.3, 0.3, 0.3])
     assert ax.get_title() == "deletion" and "deleted" in ax.get_xlabel()
+    assert not ax.collections
+    band = plots.plot_curves({"B": flat}, show_spread=True).axes[0].collections[0]
+    np.testing.assert_allclose(np.sort(np.unique(band.get_paths()[0].vertices[:, 1])), [0.2, 0.4])
     with pytest.raises(ValueError, match=r"results\['C'\] \(pointing_game\) has no curves"):
         plots.plot_curves({"C": MetricResult("pointing_game", scores=np.ones(2))})
 

@@ -38,12 +38,13 @@ def _x_label(result: MetricResult) -> str:
 
 
 def plot_curves(results: Mapping[str, MetricResult], *, ax: Axes | None = None,
-                title: str | None = None, show_spread: bool = True) -> Figure:
+                title: str | None = None, show_spread: bool = False) -> Figure:
     """Mean curve of each method (e.g. Deletion/Insertion results) against ``fractions``.
 
     The legend gives each method's area under its mean curve (trapezoid over ``fractions``,
     i.e. the mean of the per-sample areas): lower is better for deletion, higher for
-    insertion. ``show_spread`` shades +-1 standard deviation across samples.
+    insertion. ``show_spread`` shades +-1 standard deviation across samples (off by default:
+    with few samples the band hides the curves).
     """
     if not results:
         raise ValueError("results is empty: pass {method name: MetricResult}")

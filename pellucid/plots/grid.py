@@ -23,6 +23,7 @@ def method_grid(images: Any, heatmaps_by_method: Mapping[str, Any], *,
         show_images: add a first column with the plain images.
         alpha, cmap, symmetric: as in :func:`~pellucid.plots.overlay` (each map scaled on its
             own; signed maps centred at 0).
+        cell_size: height of one cell in inches (the width follows the images' aspect).
     """
     pictures = [image_for_display(image) for image in images]
     n = len(pictures)
@@ -38,7 +39,9 @@ def method_grid(images: Any, heatmaps_by_method: Mapping[str, Any], *,
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles must hold one label per image ({n}), got {len(titles)}")
     columns = ["image"] * show_images + list(maps)
-    figure = new_figure((cell_size * len(columns), cell_size * n))
+    height, width = pictures[0].shape[:2]
+    aspect = max(width / height, 0.75)  # narrow images still leave room for the titles
+    figure = new_figure((cell_size * aspect * len(columns), cell_size * n))
     axes = figure.subplots(n, len(columns), squeeze=False)
     for row in range(n):
         for col, name in enumerate(columns):
@@ -52,7 +55,7 @@ def method_grid(images: Any, heatmaps_by_method: Mapping[str, Any], *,
                 draw_overlay(ax, pictures[row], maps[name][row], cmap=cmap, alpha=alpha,
                              symmetric=symmetric)
             if row == 0:
-                ax.set_title(name)
+                ax.set_title(name, fontsize="small")
         if titles is not None:
             axes[row, 0].set_ylabel(str(titles[row]))
     return figure
