@@ -1,0 +1,104 @@
+"""How the (input, reference) pairs of one pass are stacked along the batch dimension, and what
+each kind of operation becomes on that stack, for each DeepLIFT rule.
+
+An operation that is not intercepted runs on the whole stack as it is. For an affine operation
+(addition, bias, reshape, concatenation, average pooling, eval-mode dropout...) that is exactly
+right in both layouts: on ``[x ; x0]`` its backward is its gradient, i.e. the linear rule; on
+``[x0 ; x ; x0 + p ; x0 + n]`` it maps ``x0 + p`` to ``f(x0) + L p``, so the parts pass through.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._deeplift_rules import (RescaleElementwise, RescaleMaxPool, RevealCancelElementwise,
+                              sign_split)
+
+
+class RescaleLayout:
+    """``[x ; x0]``. Linear operations keep their gradient; nonlinearities use the Rescale rule."""
+
+    streams = 2
+
+    def build(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return torch.cat([reference + delta, reference])
+
+    def target_scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Scores whose gradient w.r.t. ``delta`` are the multipliers (the reference half is a
+        constant)."""
+        return outputs.chunk(2)[0].gather(1, targets[:, None])[:, 0]
+
+    def elementwise(self, x: torch.Tensor, fn: Callable) -> torch.Tensor:
+        return RescaleElementwise.apply(x, fn)
+
+    def max_pool(self, x: torch.Tensor, pool: Callable) -> torch.Tensor:
+        return RescaleMaxPool.apply(x, pool)
+
+    def weighted(self, call: Callable, x: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> torch.Tensor:
+        """``call(input, weight, bias)``: a linear or convolution layer."""
+        return call(x, weight, bias)
+
+    def scaled(self, call: Callable, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``call(input)``: eval-mode batch norm, ``scale`` its per-channel factor."""
+        return call(x)
+
+
+class RevealCancelLayout(RescaleLayout):
+    """``[x0 ; x ; x0 + p ; x0 + n]``: the reference, the input, and the reference plus the
+    positive part ``p`` or the negative part ``n`` of the difference-from-reference
+    (``x - x0 = p + n``). The ``x`` rows are the model's true activations.
+
+    Where the parts are split, as in the paper and its reference code (kundajelab/deeplift):
+    - model inputs and the inputs of linear and convolution layers are split by the sign of their
+      total difference ``x - x0``, and the layer sends ``w * dx_i`` to the positive part when
+      positive (paper Sec. 3.5.1: ``dy+ = sum 1{w_i dx_i > 0} w_i dx_i``);
+    - eval-mode batch norm carries the parts, swapped where its scale is negative;
+    - a nonlinearity outputs its RevealCancel parts ``dy_pos, dy_neg`` (Sec. 3.5.3);
+    - max pooling gets the Rescale-style rule of :class:`RescaleMaxPool` on ``(x, x0)`` (the paper
+      gives no RevealCancel rule for it) and its output difference is split by sign.
+    Their backward passes are the transposed maps, so the positive and negative multipliers are
+    propagated separately; contributions still sum to ``f(x) - f(x0)``.
+    """
+
+    streams = 4
+
+    def build(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return _restack(reference, reference + delta, *sign_split(delta))
+
+    def target_scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return outputs.chunk(4)[1].gather(1, targets[:, None])[:, 0]
+
+    def elementwise(self, x: torch.Tensor, fn: Callable) -> torch.Tensor:
+        return RevealCancelElementwise.apply(x, fn)
+
+    def max_pool(self, x: torch.Tensor, pool: Callable) -> torch.Tensor:
+        x0, x1, _, _ = x.chunk(4)
+        y1, y0 = RescaleMaxPool.apply(torch.cat([x1, x0]), pool).chunk(2)
+        return _restack(y0, y1, *sign_split(y1 - y0))
+
+    def weighted(self, call, x, weight, bias):
+        x0, x1, _, _ = x.chunk(4)
+        parts = torch.cat(sign_split(x1 - x0))
+        weight = weight.detach()
+        pos_by_pos_w, neg_by_pos_w = call(parts, weight.clamp(min=0), None).chunk(2)
+        pos_by_neg_w, neg_by_neg_w = call(parts, weight.clamp(max=0), None).chunk(2)
+        y0, y1 = call(torch.cat([x0, x1]), weight, bias).chunk(2)
+        return _restack(y0, y1, pos_by_pos_w + neg_by_neg_w, pos_by_neg_w + neg_by_pos_w)
+
+    def scaled(self, call, x, scale):
+        x0, x1, xp, xn = x.chunk(4)
+        pos, neg = xp - x0, xn - x0
+        up, down = scale.clamp(min=0), scale.clamp(max=0)
+        y0, y1 = call(torch.cat([x0, x1])).chunk(2)
+        return _restack(y0, y1, up * pos + down * neg, down * pos + up * neg)
+
+
+def _restack(y0: torch.Tensor, y1: torch.Tensor, pos: torch.Tensor,
+             neg: torch.Tensor) -> torch.Tensor:
+    """``[y0 ; y1 ; y0 + pos ; y0 + neg]``."""
+    return torch.cat([y0, y1, y0 + pos, y0 + neg])
+
+
+LAYOUTS = {"rescale": RescaleLayout(), "reveal_cancel": RevealCancelLayout()}
