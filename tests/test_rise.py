@@ -138,8 +138,9 @@ def test_non_square_images_find_the_region_the_model_reads():
 def test_same_map_whatever_the_batch_size_and_seeded():
     model, x = small_cnn(), torch.rand(3, 3, 9, 14, generator=torch.Generator().manual_seed(4))
     maps = {b: Rise(model, nb_samples=90, grid_size=4, batch_size=b, seed=5,
-                    progress=False)(x) for b in (7, 64)}
+                    progress=False)(x) for b in (2, 7, 64)}
     torch.testing.assert_close(maps[7], maps[64], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(maps[2], maps[64], rtol=1e-5, atol=1e-7)  # fewer than N inputs
     again = Rise(model, nb_samples=90, grid_size=4, batch_size=64, seed=5, progress=False)(x)
     torch.testing.assert_close(again, maps[64], rtol=0, atol=0)
     other = Rise(model, nb_samples=90, grid_size=4, batch_size=64, seed=6, progress=False)(x)

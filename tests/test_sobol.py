@@ -192,6 +192,7 @@ def test_same_map_whatever_the_batch_size_and_seeded():
                                 seed=seed, progress=False)(x)
 
     torch.testing.assert_close(explain(7, 0), explain(64, 0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(explain(2, 0), explain(64, 0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(explain(64, 0), explain(64, 0), rtol=0, atol=0)
     assert (explain(64, 0) - explain(64, 1)).abs().max() > 1e-3
 

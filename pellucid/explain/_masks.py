@@ -2,9 +2,10 @@
 on masked copies of every input.
 
 Masks are drawn once per ``explain`` call (low-resolution, ``O(nb_masks * grid_size^2)``
-numbers) and shared by all inputs of the call; full-resolution masks and perturbed inputs are
-built one ``batch_size`` slice at a time, so memory never grows with ``nb_samples`` /
-``nb_design`` and the result does not depend on ``batch_size``.
+numbers) and shared by all inputs of the call. Full-resolution masks and perturbed inputs are
+built one forward pass at a time (a block of masks times inputs, at most ``batch_size`` pairs,
+written into one reused buffer), so memory never grows with ``nb_samples`` / ``nb_design``, and
+the result does not depend on ``batch_size``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import torch
 
 from .._baselines import check_baseline, make_baseline
 from .._batching import iter_slices
-from ..models import Model
 from .base import Explainer
 
 
@@ -100,46 +100,81 @@ class MaskExplainer(Explainer):
         return self.probabilities and self._model.predict(x[:1]).shape[1] > 1
 
     def _masked_scores(self, x: torch.Tensor, targets: torch.Tensor, nb_masks: int,
-                       masks_for: Callable[[slice], torch.Tensor],
-                       perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                       consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+                       masks_for: Callable[[slice], torch.Tensor], perturb: Perturbation,
+                       consume: Callable[[slice, torch.Tensor, torch.Tensor], None]
                        | None = None) -> torch.Tensor:
-        """Target scores ``(nb_masks, N)`` of the model on ``perturb(image_ids, masks)``.
+        """Target scores ``(nb_masks, N)`` of the model on every (mask, input) pair.
 
-        The ``nb_masks * N`` (mask, input) pairs run mask-major, ``batch_size`` pairs per forward
-        pass; ``masks_for(slice)`` builds only the masks a batch needs. ``consume(image_ids,
-        masks, scores)``, if given, sees every batch (to accumulate without storing masks).
+        Each forward pass is a block of ``m`` masks times ``k`` inputs (``m * k <= batch_size``):
+        ``masks_for(mask_slice)`` builds the block's masks ``(m, ...)``, ``perturb(image_slice,
+        masks)`` its ``m * k`` inputs, mask-major. ``consume(image_slice, masks, scores)``, if
+        given, sees each block's scores ``(m, k)`` (to accumulate without storing masks).
         """
         n = len(x)
         probabilities = self._use_probabilities(x)
+        images_per_pass = min(n, self.batch_size)
+        masks_per_pass = max(1, self.batch_size // images_per_pass)
         scores = torch.empty(nb_masks, n)
-        for pairs in iter_slices(nb_masks * n, self.batch_size, self.progress,
-                                 type(self).__name__):
-            index = torch.arange(pairs.start, pairs.stop)
-            mask_ids, image_ids = index // n, index % n
-            first = int(mask_ids[0])
-            masks = masks_for(slice(first, int(mask_ids[-1]) + 1)).to(x.device)
-            masks = masks[mask_ids - first]
-            outputs = self._model.predict(perturb(image_ids, masks), probabilities=probabilities)
-            batch_scores = outputs[torch.arange(len(index)), targets[image_ids]]
-            scores[mask_ids, image_ids] = batch_scores
-            if consume is not None:
-                consume(image_ids, masks, batch_scores)
+        for mask_slice in iter_slices(nb_masks, masks_per_pass, self.progress,
+                                      type(self).__name__):
+            masks = masks_for(mask_slice).to(x.device)
+            for image_slice in iter_slices(n, images_per_pass):
+                outputs = self._model.predict(perturb(image_slice, masks),
+                                              probabilities=probabilities)
+                outputs = outputs.reshape(len(masks), -1, outputs.shape[1])
+                block_targets = targets[image_slice].reshape(1, -1, 1).expand(len(masks), -1, 1)
+                block = outputs.gather(2, block_targets)[..., 0]
+                scores[mask_slice, image_slice] = block
+                if consume is not None:
+                    consume(image_slice, masks, block)
         return scores
 
 
-def spread_over_channels(masks: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Masks ``(B, H, W)`` as ``(B, 1, H, W)`` for images ``(B, C, H, W)``; tabular unchanged."""
-    return masks[:, None] if like.ndim == 4 else masks
+Perturbation = Callable[[slice, torch.Tensor], torch.Tensor]
 
 
-def inpainting(x: torch.Tensor, baseline: Any) -> Callable[[torch.Tensor, torch.Tensor],
-                                                           torch.Tensor]:
-    """``perturb(image_ids, masks) = x * M + (1 - M) * reference``, ``reference`` the
-    ``baseline`` of each input (:func:`pellucid._baselines.make_baseline`)."""
+def _pair_up(masks: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks ``(m, ...)`` and inputs ``(k, ...)`` as broadcastable ``(m, 1, [1,] ...)`` and
+    ``(1, k, ...)``: a mask covers every channel of an image."""
+    masks = masks[:, None, None] if inputs.ndim == 4 else masks[:, None]
+    return masks, inputs[None]
+
+
+class _Buffer:
+    """One block of perturbed inputs, reused from pass to pass: a fresh tensor of a whole batch
+    of images each pass costs as much in page faults as writing it."""
+
+    def __init__(self):
+        self.storage = torch.empty(0)
+
+    def view(self, masks: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        shape = (len(masks), *inputs.shape)
+        size = shape[0] * inputs.numel()
+        if self.storage.numel() < size or self.storage.device != inputs.device:
+            self.storage = torch.empty(size, dtype=inputs.dtype, device=inputs.device)
+        return self.storage[:size].view(shape)
+
+
+def inpainting(x: torch.Tensor, baseline: Any) -> Perturbation:
+    """``x * M + (1 - M) * reference = reference + M * (x - reference)``, ``reference`` the
+    ``baseline`` of each input (:func:`pellucid._baselines.make_baseline`); one fused pass."""
     reference = make_baseline(baseline, x)
+    difference = x - reference
+    buffer = _Buffer()
 
-    def perturb(image_ids: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        keep = spread_over_channels(masks, x)
-        return x[image_ids] * keep + (1 - keep) * reference[image_ids]
+    def perturb(images: slice, masks: torch.Tensor) -> torch.Tensor:
+        keep, diff = _pair_up(masks, difference[images])
+        out = buffer.view(masks, difference[images])
+        return torch.addcmul(reference[images][None], keep, diff, out=out).flatten(0, 1)
+    return perturb
+
+
+def amplitude(x: torch.Tensor, sigma: float) -> Perturbation:
+    """``x * (M - 1/2) * sigma`` (the amplitude operator of Fel et al.'s reference code)."""
+    buffer = _Buffer()
+
+    def perturb(images: slice, masks: torch.Tensor) -> torch.Tensor:
+        scale, inputs = _pair_up((masks - 0.5) * sigma, x[images])
+        out = buffer.view(masks, x[images])
+        return torch.mul(inputs, scale, out=out).flatten(0, 1)
     return perturb

@@ -44,9 +44,10 @@ class Rise(MaskExplainer):
         masks_for = self._mask_source(x)
         saliency = torch.zeros((len(x), *x.shape[2:]) if x.ndim == 4 else x.shape)
 
-        def accumulate(image_ids: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor):
-            weighted = scores.reshape(-1, *[1] * (masks.ndim - 1)) * masks
-            saliency.index_add_(0, image_ids, weighted.to(saliency))
+        def accumulate(images: slice, masks: torch.Tensor, scores: torch.Tensor):
+            # saliency[k] += sum_m scores[m, k] * masks[m]
+            weighted = scores.T.to(masks) @ masks.flatten(1)
+            saliency[images] += weighted.reshape(saliency[images].shape).cpu()
 
         self._masked_scores(x, targets, self.nb_samples, masks_for, inpainting(x, self.baseline),
                            accumulate)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .._validation import (check_choice, check_input_matches_module, check_inputs,
                            check_non_negative, check_positive_int)
-from ._masks import MaskExplainer, inpainting, spread_over_channels
+from ._masks import MaskExplainer, amplitude, inpainting
 from .sobol_estimators import (check_power_of_two, jansen_total_indices,
                                saltelli_first_order_indices, sobol_design)
 
@@ -104,7 +104,5 @@ class SobolAttribution(MaskExplainer):
     def _perturbation_function(self, x: torch.Tensor):
         """``perturb(image_ids, masks)`` for the chosen perturbation (see the class docstring)."""
         if self.perturbation == "amplitude":
-            def perturb(image_ids, masks):
-                return x[image_ids] * (spread_over_channels(masks, x) - 0.5) * self.sigma
-            return perturb
+            return amplitude(x, self.sigma)
         return inpainting(x, "blur" if self.perturbation == "blur" else self.baseline)
