@@ -30,8 +30,7 @@ import torch
 from .._baselines import check_baseline
 from .._batching import predict_batched, predict_generated
 from .._validation import check_positive_int, check_probability
-from ._metric import (ModelMetric, SeededMetric, normalized_auc, pearson_rows, require_images,
-                      target_scores)
+from ._metric import ModelMetric, SeededMetric, normalized_auc, pearson_rows, target_scores
 from ._substrates import make_substrate
 from .base import MetricResult
 
@@ -64,15 +63,17 @@ class _CausalMetric(ModelMetric):
         n, n_pixels = len(x), heatmaps[0].numel()
         step = self.step or (math.ceil(n_pixels / 100) if x.ndim == 4 else 1)
         points = math.ceil(n_pixels / step) + 1
-        changed = (torch.arange(points) * step).clamp(max=n_pixels)
-        ranks = descending_ranks(heatmaps)
+        device = self._model.device  # perturbed inputs are built where the model runs
+        changed = (torch.arange(points, device=device) * step).clamp(max=n_pixels)
+        ranks = descending_ranks(heatmaps).to(device)
         baseline = self._default_baseline(x) if self.baseline is None else self.baseline
         substrate = make_substrate(baseline, x)
         start, finish = (x, substrate) if self.starts_from_input else (substrate, x)
+        start, finish = start.to(device), finish.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_pixels)
 
         def make_inputs(s: slice) -> torch.Tensor:
-            index = torch.arange(s.start, s.stop)
+            index = torch.arange(s.start, s.stop, device=device)
             sample = index // points
             replaced = ranks[sample] < changed[index % points, None]
             return torch.where(replaced.view(mask_shape), finish[sample], start[sample])
@@ -82,7 +83,7 @@ class _CausalMetric(ModelMetric):
                                    progress=self.progress, desc=self.name)
         curves = target_scores(scores, targets.repeat_interleave(points)).view(n, points)
         return MetricResult(self.name, normalized_auc(curves.numpy()), curves=curves.numpy(),
-                            fractions=(changed.double() / n_pixels).numpy(),
+                            fractions=(changed.double().cpu() / n_pixels).numpy(),
                             higher_is_better=self.higher_is_better,
                             details={"step": step, "targets": targets.numpy()})
 
@@ -181,7 +182,8 @@ class MuFidelity(SeededMetric):
         removed = torch.zeros(n, nb, n_cells, dtype=torch.bool).scatter_(
             -1, draws[..., :subset_size], True)
         attribution_sums = (removed * cell_attributions[:, None, :]).sum(-1)
-        substrate = make_substrate(self.baseline, x)
+        device = self._model.device  # perturbed inputs are built where the model runs
+        substrate, inputs = make_substrate(self.baseline, x).to(device), x.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_cells)
 
         def make_inputs(s: slice) -> torch.Tensor:
@@ -189,7 +191,9 @@ class MuFidelity(SeededMetric):
             sample = index // nb
             cells = removed[sample, index % nb]
             pixels = cells if cell_of_pixel is None else cells[:, cell_of_pixel]
-            return torch.where(pixels.view(mask_shape), substrate[sample], x[sample])
+            sample = sample.to(device)
+            return torch.where(pixels.to(device).view(mask_shape), substrate[sample],
+                               inputs[sample])
 
         original = target_scores(predict_batched(self._model, x, batch_size=self.batch_size,
                                                  probabilities=self.probabilities), targets)
