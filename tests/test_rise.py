@@ -34,13 +34,22 @@ class Recorder:
         return self.function(array)
 
 
-def test_linear_model_ranks_features_like_w_times_x():
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_linear_model_ranks_features_like_w_times_x(n_outputs):
     """With baseline 0 the expected saliency is affine in w_j x_j with a positive slope
-    (see the next test), so RISE must rank features like w * x."""
+    (see the next test), so RISE must rank features like w * x. Two outputs: the explained one
+    is w.x, the other is ignored; raw scores (``probabilities=False``)."""
     rng = np.random.default_rng(0)
     weights, x = rng.normal(size=8), rng.normal(size=(3, 8))
-    explainer = Rise(linear_model(weights), nb_samples=4000, batch_size=4000, progress=False)
-    saliency = explainer(torch.tensor(x, dtype=torch.float32), targets=0).numpy()
+    model = linear_model(weights)
+    if n_outputs == 2:
+        model = nn.Linear(8, 2).eval()
+        with torch.no_grad():
+            model.weight[1] = torch.as_tensor(weights, dtype=torch.float32)
+            model.bias.zero_()
+    explainer = Rise(model, nb_samples=4000, batch_size=4000, probabilities=False,
+                     progress=False)
+    saliency = explainer(torch.tensor(x, dtype=torch.float32), targets=n_outputs - 1).numpy()
     for row, inputs in zip(saliency, x):
         assert spearmanr(row, weights * inputs).statistic > 0.95
 
