@@ -120,6 +120,19 @@ def test_tabular_deletion_curve_is_the_analytic_sigmoid():
     np.testing.assert_allclose(result.fractions, np.arange(7) / 6)
 
 
+def test_regression_models_use_the_raw_output():
+    g = torch.Generator().manual_seed(5)
+    w, x = torch.randn(5, generator=g), torch.randn(3, 5, generator=g)
+    regression = lambda array: array @ w.numpy()  # noqa: E731 (a numpy callable, one output)
+    with pytest.raises(ValueError, match="single output.*probabilities=False"):
+        Deletion(regression)(x, w * x)
+    result = Insertion(regression, probabilities=False, progress=False)(x, w * x)
+    order = torch.argsort(w * x, dim=1, descending=True)
+    contributions = torch.gather(w * x, 1, order)
+    expected = torch.cat([torch.zeros(3, 1), contributions.cumsum(1)], 1)  # inserted from 0
+    np.testing.assert_allclose(result.curves, expected.numpy(), atol=1e-5)
+
+
 def test_linear_tabular_w_times_x_beats_a_random_heatmap():
     g = torch.Generator().manual_seed(1)
     n_features = 12

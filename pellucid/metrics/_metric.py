@@ -47,6 +47,8 @@ class ModelMetric(Metric):
         progress: show a tqdm bar when the work takes more than one batch.
     """
 
+    probabilities = False  # whether the metric scores softmax probabilities
+
     def __init__(self, model: Any, *, batch_size: int = 64, device: Any = None,
                  progress: bool = True):
         self.model = model
@@ -65,6 +67,11 @@ class ModelMetric(Metric):
         self._check_inputs(x)
         h = check_heatmaps(heatmaps, x)
         t = self.resolve_targets(x, targets)
+        if self.probabilities and self._model.predict(x[:1]).shape[1] == 1:
+            raise ValueError(f"{type(self).__name__} scores softmax probabilities, but the model "
+                             "has a single output (a regression or one binary score?), whose "
+                             "softmax is always 1; pass probabilities=False to use the raw "
+                             "output")
         return self._evaluate(x, h, t)
 
     evaluate = __call__

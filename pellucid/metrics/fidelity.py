@@ -4,7 +4,8 @@ Deletion and Insertion follow the RISE protocol (Petsiuk et al., 2018; reference
 eclique/RISE ``evaluation.CausalMetric``):
 
 - the class is the target given, else the one the model predicts on the original input; the
-  score is its softmax probability (``Model.predict(probabilities=True)``);
+  score is its softmax probability (``Model.predict(probabilities=True)``; pass
+  ``probabilities=False`` for the raw output, e.g. of a regression model);
 - pixels (all channels of a pixel together) or tabular features are ranked by decreasing heatmap
   value; ties keep the row-major order (a stable sort: the lower flat index goes first; RISE's
   ``np.flip(np.argsort(...))`` puts it last, which only matters for exactly equal values);
@@ -51,10 +52,11 @@ class _CausalMetric(ModelMetric):
     starts_from_input = True
 
     def __init__(self, model: Any, *, step: int | None = None, baseline: Any = None,
-                 **common: Any):
+                 probabilities: bool = True, **common: Any):
         super().__init__(model, **common)
         self.step = None if step is None else check_positive_int("step", step)
         self.baseline = None if baseline is None else check_baseline(baseline)
+        self.probabilities = bool(probabilities)
 
     def _default_baseline(self, x: torch.Tensor) -> Any:
         return 0.0
@@ -79,8 +81,9 @@ class _CausalMetric(ModelMetric):
             return torch.where(replaced.view(mask_shape), finish[sample], start[sample])
 
         scores = predict_generated(self._model, n * points, make_inputs,
-                                   batch_size=self.batch_size, probabilities=True,
-                                   progress=self.progress, desc=self.name)
+                                   batch_size=self.batch_size,
+                                   probabilities=self.probabilities, progress=self.progress,
+                                   desc=self.name)
         curves = target_scores(scores, targets.repeat_interleave(points)).view(n, points)
         return MetricResult(self.name, normalized_auc(curves.numpy()), curves=curves.numpy(),
                             fractions=(changed.double().cpu() / n_pixels).numpy(),
@@ -96,14 +99,17 @@ class Deletion(_CausalMetric):
         step: pixels (features) removed per step; default ``ceil(H * W / 100)`` (tabular: 1).
         baseline: what removed pixels become: a number (default 0, RISE's substrate), a tensor,
             ``"mean"`` (per-image channel mean; tabular: batch feature mean) or ``"blur"``.
+        probabilities: score the softmax probability of the target (True, RISE) or the raw
+            output (False).
     """
 
     name = "deletion"
     higher_is_better = False
 
     def __init__(self, model: Any, *, step: int | None = None, baseline: Any = 0.0,
-                 **common: Any):
-        super().__init__(model, step=step, baseline=baseline, **common)
+                 probabilities: bool = True, **common: Any):
+        super().__init__(model, step=step, baseline=baseline, probabilities=probabilities,
+                         **common)
 
 
 class Insertion(_CausalMetric):
@@ -114,6 +120,8 @@ class Insertion(_CausalMetric):
         step: pixels (features) inserted per step; default ``ceil(H * W / 100)`` (tabular: 1).
         baseline: the starting input: ``None`` (default) = RISE's blur for images, 0 for
             tabular; or a number, a tensor, ``"mean"`` or ``"blur"``.
+        probabilities: score the softmax probability of the target (True, RISE) or the raw
+            output (False).
     """
 
     name = "insertion"
@@ -121,8 +129,9 @@ class Insertion(_CausalMetric):
     starts_from_input = False
 
     def __init__(self, model: Any, *, step: int | None = None, baseline: Any = None,
-                 **common: Any):
-        super().__init__(model, step=step, baseline=baseline, **common)
+                 probabilities: bool = True, **common: Any):
+        super().__init__(model, step=step, baseline=baseline, probabilities=probabilities,
+                         **common)
 
     def _default_baseline(self, x: torch.Tensor) -> Any:
         return "blur" if x.ndim == 4 else 0.0

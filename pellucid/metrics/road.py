@@ -98,6 +98,7 @@ class Road(SeededMetric):
         percentages: increasing fractions of pixels removed (default 0.1, ..., 0.9).
         order: ``"both"`` (score LeRF - MoRF area), ``"morf"`` or ``"lerf"``.
         noise: std of the Gaussian noise added to imputed pixels (0.01).
+        probabilities: curves of the target's softmax probability (True) or raw output.
         seed: seed of that noise.
     """
 
@@ -105,8 +106,10 @@ class Road(SeededMetric):
 
     def __init__(self, model: Any, *,
                  percentages: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                 order: str = "both", noise: float = 0.01, **common: Any):
+                 order: str = "both", noise: float = 0.01, probabilities: bool = True,
+                 **common: Any):
         super().__init__(model, **common)
+        self.probabilities = bool(probabilities)
         self.percentages = check_fractions("percentages", percentages)
         self.order = check_choice("order", order, ORDERS)
         self.noise = check_non_negative("noise", noise)
@@ -138,15 +141,16 @@ class Road(SeededMetric):
             return noisy_linear_impute(x[sample], keep, self.noise, generator)
 
         scores = predict_generated(self._model, n * per_sample, make_inputs,
-                                   batch_size=self.batch_size, probabilities=True,
+                                   batch_size=self.batch_size,
+                                   probabilities=self.probabilities,
                                    progress=self.progress, desc=self.name)
         repeated = targets.repeat_interleave(per_sample)
-        probabilities = target_scores(scores, repeated).view(n, len(orders), -1).double().numpy()
+        outputs = target_scores(scores, repeated).view(n, len(orders), -1).double().numpy()
         correct = (scores.argmax(1) == repeated).view(n, len(orders), -1).double().numpy()
         details: dict[str, Any] = {"targets": targets.numpy()}
         for i, order in enumerate(orders):
-            details[f"{order}_curves"] = probabilities[:, i]
-            details[f"{order}_auc"] = trapezoid_auc(probabilities[:, i], fractions)
+            details[f"{order}_curves"] = outputs[:, i]
+            details[f"{order}_auc"] = trapezoid_auc(outputs[:, i], fractions)
             details[f"{order}_accuracy"] = correct[:, i].mean(0)
         curves = (details["lerf_curves"] - details["morf_curves"] if self.order == "both"
                   else details[f"{self.order}_curves"])
