@@ -222,7 +222,7 @@ def get_model(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | None =
         try:
             model.load_state_dict(torch.load(weights_path, weights_only=True))
             info = json.loads(info_path.read_text())
-            return model.eval(), {**info, "from_cache": True}
+            return model.eval(), {**info, "path": str(weights_path), "from_cache": True}
         except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
             warnings.warn(f"ignoring unreadable cache file {weights_path} ({error}); retraining")
             model = build_model(spec, dataset, params, seed)

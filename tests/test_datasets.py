@@ -57,7 +57,8 @@ def test_digits_are_sklearn_digits_upsampled_and_split_by_seed():
     assert all(tuple(x.flatten().tolist()) in flat_ref for x in all_images[:50])
 
     big = datasets.load_digits(size=32, seed=0)
-    assert big.x_train.shape[1:] == (1, 32, 32) and big.x_train.min() >= 0 and big.x_train.max() <= 1
+    assert big.x_train.shape[1:] == (1, 32, 32)
+    assert big.x_train.min() >= 0 and big.x_train.max() <= 1
     assert torch.equal(big.y_test, small.y_test)  # same seed, same split
     again = datasets.load_digits(size=32, seed=0)
     assert torch.equal(again.x_train, big.x_train) and torch.equal(again.y_train, big.y_train)
@@ -134,7 +135,8 @@ def test_additive_target_is_the_sum_of_the_true_attributions():
     assert weights[-1] == weights[-2] == 0 and all(w != 0 for w in weights[:6])
     assert data.task == "regression" and data.class_names is None
     noisy = datasets.load_additive(noise=0.5, seed=4)
-    assert (noisy.y_train - noisy.true_attributions_train.sum(1)).std() == pytest.approx(0.5, rel=0.1)
+    residual = noisy.y_train - noisy.true_attributions_train.sum(1)
+    assert residual.std() == pytest.approx(0.5, rel=0.1)
 
 
 @pytest.mark.parametrize("loader, n_features, n_classes", [

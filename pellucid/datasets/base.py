@@ -72,7 +72,8 @@ class Dataset:
         return None if self.class_names is None else len(self.class_names)
 
     def __repr__(self) -> str:
-        truth = [n for n in ("masks_test", "true_attributions_test") if getattr(self, n) is not None]
+        truth = [n for n in ("masks_test", "true_attributions_test")
+                 if getattr(self, n) is not None]
         return (f"Dataset({self.name!r}, {self.task}, train={len(self.x_train)}, "
                 f"test={len(self.x_test)}, input_shape={self.input_shape}"
                 + (f", ground truth: {truth[0]}" if truth else "") + ")")

@@ -1,6 +1,7 @@
 """Image sets that ship with scikit-learn: the 8x8 handwritten digits and two sample photos."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -46,8 +47,6 @@ class Photos(NamedTuple):
 def load_photos(size: int = 224) -> Photos:
     """The two photos that ship inside scikit-learn (``china.jpg``, ``flower.jpg``), centre-
     cropped to a square and resized (bilinear, antialiased) to ``size`` x ``size``. Offline."""
-    from pathlib import Path
-
     from sklearn.datasets import load_sample_images
 
     size = check_count("size", size, minimum=8)
