@@ -107,6 +107,23 @@ class OtherActivations(nn.Module):
         return self.out(x.clamp(min=0.05))
 
 
+class PoolVariants(nn.Module):
+    """Padded ceil-mode max pooling asked for its indices, 1-D and adaptive max pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 + 6 * 5, 4)
+
+    def forward(self, x):
+        h, _ = F.max_pool2d(torch.tanh(self.conv1(x)), 3, 2, padding=1, ceil_mode=True,
+                            return_indices=True)
+        h = F.elu(self.conv2(h))
+        rows = F.max_pool1d(h.flatten(2), 13)  # (N, 6, 81) -> (N, 6, 6)
+        return self.fc(torch.cat([F.adaptive_max_pool2d(h, 2).flatten(1),
+                                  rows[:, :, :5].flatten(1)], 1))
+
+
 def cnn_with_maxpool():
     """Overlapping max pooling windows (kernel 3, stride 2) and a non-overlapping one."""
     return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
@@ -121,6 +138,7 @@ MODELS = {
     "reused_relu": ReusedReLU,
     "inplace_relu": InplaceReLU,
     "residual": Residual,
+    "pool_variants": PoolVariants,
     "sigmoid_tanh": SigmoidTanh,
     "other_activations": OtherActivations,
 }

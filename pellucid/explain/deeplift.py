@@ -15,8 +15,13 @@ every nonlinearity's derivative is replaced by a ratio of differences:
 Linear operations (Linear, Conv, eval-mode BatchNorm, average pooling, additions, reshapes)
 keep their gradient, which is the linear rule. Max pooling uses Captum's rule (the difference of
 the window maxima is sent to the arg-max of the input and of the reference), which keeps the sum
-exact. Both rules satisfy summation-to-delta: ``sum_i C_i = f(x) - f(x0)`` for the target logit.
-A softmax in the model has no rule (a warning says so): explain a model that returns logits.
+exact; at ties (a window of ReLU zeros) the arg-max is torch's, as for the gradient. Both rules satisfy summation-to-delta: ``sum_i C_i = f(x) - f(x0)`` for the target logit.
+The elementwise nonlinearities with a rule are listed in ``_deeplift_mode.ELEMENTWISE`` (ReLU,
+ReLU6, LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Mish, Softplus, sigmoid, tanh, hard variants,
+clamp). Operations without a rule are differentiated as they are and the sum is then only
+approximate: softmax, layer/group norm (these warn), products of activations, and anything that
+reuses indices computed from the input (``max_unpool`` fed with a pooling's indices). Explain a
+model that returns logits.
 
 Heatmaps: ``C`` summed over channels for images ``(N, H, W)`` (so a heatmap still sums to
 ``f(x) - f(x0)``), ``C`` itself for tabular inputs ``(N, F)``.
@@ -24,9 +29,10 @@ Heatmaps: ``C`` summed over channels for images ``(N, H, W)`` (so a heatmap stil
 Why no module hooks. Captum and shap attach the rules to backward hooks of ``nn.ReLU``-like
 modules and keep each module's input and output on the module. That breaks when the activation
 is a function call (``F.relu``, ``torch.relu``: no module, no hook, the plain gradient is used
-and the sum misses ``f(x) - f(x0)``), when one module object is called several times (the stored
-tensors of one call are overwritten by the next), when the ReLU works in place (the stored input
-is overwritten), and around residual additions (hooks on a module whose output is added to).
+and the sum misses ``f(x) - f(x0)``), when one module object is called several times (the
+tensors stored by one call are overwritten by the next), and when the ReLU works in place (the
+stored input is overwritten) -- the last two are what residual blocks usually do (torchvision's
+``BasicBlock`` calls one in-place ``self.relu`` before and after ``out + identity``).
 Here the rules live in the autograd graph instead:
 
 1. The input and its reference run through the model in one batch (``[x ; x0]``, for
@@ -34,8 +40,8 @@ Here the rules live in the autograd graph instead:
 2. While the model runs, a ``torch.overrides.TorchFunctionMode`` (a context manager, left even
    when the forward raises) sees every torch function call, however it is written, and runs each
    nonlinearity as a ``torch.autograd.Function`` whose forward is the normal function and whose
-   backward returns the DeepLIFT multiplier of *that call*, computed from the two halves of
-   *its* input. Each call is its own graph node, so a reused module is simply several nodes; an
+   backward returns the DeepLIFT multiplier of *that call*, computed from the input and
+   reference rows of *its own* input. Each call is its own graph node, so a reused module is simply several nodes; an
    in-place call is executed out of place and copied back, and the node saves only multipliers,
    so later in-place writes cannot corrupt it; a residual addition is an ordinary linear node.
 3. One ``torch.autograd.grad`` of the target score w.r.t. ``x - x0`` then yields the multipliers.
