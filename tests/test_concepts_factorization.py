@@ -144,3 +144,9 @@ def test_kmeans_gradient_raises_a_clear_error():
     kmeans.fit(a)
     with pytest.raises(RuntimeError, match="piecewise constant"):
         _implicit_vjp(kmeans, a[:2], torch.ones(2, 3, dtype=torch.float64))
+
+
+def test_ica_refuses_more_concepts_than_the_activations_span():
+    a, _, _ = planted_product(n=60, channels=12, n_concepts=3, noise=0.0)  # rank 3
+    with pytest.raises(ValueError, match="span 3"):
+        make_factorization("ica", 4, seed=0).fit(a)

@@ -204,9 +204,17 @@ class ICAConcepts(ConceptFactorization):
         self.max_iter = check_positive_int("max_iter", max_iter)
 
     def _fit(self, a):
+        rank = np.linalg.matrix_rank(a - a.mean(0))
+        if rank < self.n_concepts:
+            raise ValueError(f"ica needs activations spanning n_concepts={self.n_concepts} "
+                             f"dimensions; they span {rank} (dead or duplicate channels). "
+                             f"Lower n_concepts.")
         self.estimator_ = FastICA(n_components=self.n_concepts, whiten="unit-variance",
                                   max_iter=self.max_iter, random_state=self.seed)
-        u = self.estimator_.fit_transform(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # whitening divides every eigenvector by its singular value before keeping the
+            # n_concepts largest; the null directions (0 / 0) are the ones dropped
+            u = self.estimator_.fit_transform(a)
         self.components_, self.offset_ = self.estimator_.mixing_.T, self.estimator_.mean_
         return u
 
