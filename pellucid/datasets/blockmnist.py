@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._validation import check_non_negative
 from .base import Dataset, check_count, check_fraction, stratified_split
 from .images import digit_images
 
@@ -65,6 +66,7 @@ def load_blockmnist(n_train: int | None = None, n_test: int | None = None, *,
         seed: seeds the split, the draws and the block positions.
     """
     block_size = check_count("block_size", block_size, minimum=8)
+    noise = check_non_negative("noise", noise)
     digits = tuple(int(d) for d in digits)
     if len(set(digits)) < 2 or not all(0 <= d <= 9 for d in digits):
         raise ValueError(f"digits must hold at least two different digits 0-9, got {digits}")
@@ -77,7 +79,7 @@ def load_blockmnist(n_train: int | None = None, n_test: int | None = None, *,
     for split, pool, n in (("train", train, n_train), ("test", test, n_test)):
         chosen = pool if n is None else rng.choice(pool, size=check_count(f"n_{split}", n))
         on_top = rng.random(len(chosen)) < 0.5
-        x, masks = stack_blocks(images[chosen], on_top, float(noise), rng)
+        x, masks = stack_blocks(images[chosen], on_top, noise, rng)
         splits[split] = (x, labels[chosen], masks)
     return Dataset(
         name="blockmnist",

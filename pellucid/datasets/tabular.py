@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._validation import check_non_negative
 from .base import Dataset, check_count, check_fraction, standardize, stratified_split
 
 # Odd shape functions: g(0) = 0 and E[g(x)] = 0 for x symmetric around 0.
@@ -28,6 +29,8 @@ def load_suppressor(n_train: int = 800, n_test: int = 400, *, signal: float = 1.
     """
     rng = np.random.default_rng(seed)
     n_irrelevant = check_count("n_irrelevant", n_irrelevant, minimum=0)
+    noise, distractor = check_non_negative("noise", noise), check_non_negative("distractor",
+                                                                              distractor)
 
     def draw(n):
         y = rng.permutation(np.arange(n) % 2)
@@ -63,6 +66,7 @@ def load_additive(n_train: int = 800, n_test: int = 400, n_features: int = 8, *,
     ``extras`` holds ``weights`` and ``shapes``.
     """
     n_features = check_count("n_features", n_features)
+    noise = check_non_negative("noise", noise)
     rng = np.random.default_rng(seed)
     weights = rng.uniform(0.5, 2.0, n_features) * rng.choice([-1.0, 1.0], n_features)
     weights[n_features - n_features // 4:] = 0.0
