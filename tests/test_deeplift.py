@@ -193,6 +193,33 @@ def test_deeplift_shap_sums_to_difference_from_background_mean(rule):
     assert relative_errors(heatmaps.sum((1, 2)), delta) < 1e-4
 
 
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("name", ["sigmoid_tanh", "cnn_maxpool"])
+def test_input_equal_to_its_baseline_gets_zero_attributions(name, rule):
+    """Every difference is 0, so every multiplier falls back to its limit (a derivative)."""
+    model = make_model(name)
+    x, baseline = make_data(name)
+    baseline[1] = x[1]
+    heatmaps = DeepLift(model, baseline=baseline, rule=rule, progress=False)(x, 0)
+    assert torch.isfinite(heatmaps).all()
+    assert torch.equal(heatmaps[1], torch.zeros_like(heatmaps[1]))
+    assert heatmaps[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_tiny_differences_fall_back_to_gradient_times_input(rule):
+    """|x - x0| below the 1e-10 threshold everywhere: multipliers are derivatives at x0, so
+    DeepLIFT is the gradient at the reference times the difference."""
+    model = make_model("sigmoid_tanh")
+    direction, _ = make_data("sigmoid_tanh")
+    baseline = torch.zeros_like(direction)
+    x = 1e-11 * direction.sign()  # representable next to 0, unlike next to 0.5
+    leaf = baseline.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model(leaf)[:, 2].sum(), leaf)
+    got = DeepLift(model, baseline=baseline, rule=rule, progress=False)(x, 2)
+    torch.testing.assert_close(got, gradient * (x - baseline), rtol=1e-4, atol=0)
+
+
 # -- exact answers ----------------------------------------------------------------------------
 @pytest.mark.parametrize("rule", RULES)
 def test_linear_model_gives_delta_times_weight(rule):
