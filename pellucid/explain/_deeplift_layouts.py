@@ -16,24 +16,26 @@ from ._deeplift_rules import (RescaleElementwise, RescaleMaxPool, RevealCancelEl
                               sign_split)
 
 
-class RescaleLayout:
-    """``[x ; x0]``. Linear operations keep their gradient; nonlinearities use the Rescale rule."""
+class Layout:
+    """One rule's stacking: ``streams`` rows per pair, how to build them, where the target score
+    is read, and what each intercepted operation becomes. Linear and convolution layers and
+    eval-mode batch norm keep their gradient unless a layout says otherwise."""
 
-    streams = 2
+    streams: int
 
     def build(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return torch.cat([reference + delta, reference])
+        raise NotImplementedError
 
     def target_scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Scores whose gradient w.r.t. ``delta`` are the multipliers (the reference half is a
-        constant)."""
-        return outputs.chunk(2)[0].gather(1, targets[:, None])[:, 0]
+        """Scores whose gradient w.r.t. ``delta`` are the multipliers."""
+        raise NotImplementedError
 
     def elementwise(self, x: torch.Tensor, fn: Callable) -> torch.Tensor:
-        return RescaleElementwise.apply(x, fn)
+        raise NotImplementedError
 
     def max_pool(self, x: torch.Tensor, pool: Callable) -> torch.Tensor:
-        return RescaleMaxPool.apply(x, pool)
+        """``pool(t) -> (values, flat indices)``."""
+        raise NotImplementedError
 
     def weighted(self, call: Callable, x: torch.Tensor, weight: torch.Tensor,
                  bias: torch.Tensor | None) -> torch.Tensor:
@@ -45,7 +47,25 @@ class RescaleLayout:
         return call(x)
 
 
-class RevealCancelLayout(RescaleLayout):
+class RescaleLayout(Layout):
+    """``[x ; x0]``. Linear operations keep their gradient; nonlinearities use the Rescale rule."""
+
+    streams = 2
+
+    def build(self, reference, delta):
+        return torch.cat([reference + delta, reference])
+
+    def target_scores(self, outputs, targets):
+        return outputs.chunk(2)[0].gather(1, targets[:, None])[:, 0]
+
+    def elementwise(self, x, fn):
+        return RescaleElementwise.apply(x, fn)
+
+    def max_pool(self, x, pool):
+        return RescaleMaxPool.apply(x, pool)
+
+
+class RevealCancelLayout(Layout):
     """``[x0 ; x ; x0 + p ; x0 + n]``: the reference, the input, and the reference plus the
     positive part ``p`` or the negative part ``n`` of the difference-from-reference
     (``x - x0 = p + n``). The ``x`` rows are the model's true activations.
@@ -57,23 +77,26 @@ class RevealCancelLayout(RescaleLayout):
     - eval-mode batch norm carries the parts, swapped where its scale is negative;
     - a nonlinearity outputs its RevealCancel parts ``dy_pos, dy_neg`` (Sec. 3.5.3);
     - max pooling gets the Rescale-style rule of :class:`RescaleMaxPool` on ``(x, x0)`` (the paper
-      gives no RevealCancel rule for it) and its output difference is split by sign.
+      gives no RevealCancel rule for it) and its output difference is split by sign;
+    - other linear operations (additions, average pooling, reshapes) carry the parts as they
+      are; a signed one not listed above (a matmul with a weight, a subtraction) carries them
+      without re-splitting: the sum stays exact, its positive and negative terms stay mixed.
     Their backward passes are the transposed maps, so the positive and negative multipliers are
     propagated separately; contributions still sum to ``f(x) - f(x0)``.
     """
 
     streams = 4
 
-    def build(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def build(self, reference, delta):
         return _restack(reference, reference + delta, *sign_split(delta))
 
-    def target_scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def target_scores(self, outputs, targets):
         return outputs.chunk(4)[1].gather(1, targets[:, None])[:, 0]
 
-    def elementwise(self, x: torch.Tensor, fn: Callable) -> torch.Tensor:
+    def elementwise(self, x, fn):
         return RevealCancelElementwise.apply(x, fn)
 
-    def max_pool(self, x: torch.Tensor, pool: Callable) -> torch.Tensor:
+    def max_pool(self, x, pool):
         x0, x1, _, _ = x.chunk(4)
         y1, y0 = RescaleMaxPool.apply(torch.cat([x1, x0]), pool).chunk(2)
         return _restack(y0, y1, *sign_split(y1 - y0))
