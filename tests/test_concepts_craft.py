@@ -2,7 +2,6 @@
 API contract: every factorization, splitting, validation, no side effects."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -106,10 +106,7 @@ class Craft:
         x = self._check_images(images)
         class_id, n_outputs = self._resolve_class(x, targets)
         factorization = make_factorization(self._factorization, self.n_concepts, self.seed)
-        channels = self._activations(x[:1]).shape[1]
-        if not factorization.overcomplete_allowed and self.n_concepts > channels:
-            raise ValueError(f"{factorization.name} extracts at most as many concepts as g "
-                             f"has channels: n_concepts={self.n_concepts} > {channels}")
+        factorization.check_channels(self._activations(x[:1]).shape[1])  # before the crops
         crop_size = _crop_size(self.patch_size, x.shape[2:])
         boxes = _random_boxes(len(x), self.crops_per_image, x.shape[2:], crop_size, self.seed)
         activations = torch.cat([
@@ -131,6 +128,7 @@ class Craft:
                                                "CRAFT transform")])
 
     def fit_transform(self, images: Any, targets: Any = None) -> torch.Tensor:
+        """``fit(images, targets)`` then ``transform(images)``."""
         return self.fit(images, targets).transform(images)
 
     def spatial_coefficients(self, images: Any) -> torch.Tensor:

@@ -79,10 +79,7 @@ class ConceptFactorization:
     def fit(self, activations: Any) -> np.ndarray:
         """Fit on ``A (n, C)``; returns the coefficients ``U (n, n_concepts)``."""
         a = self._check_activations(activations)
-        if not self.overcomplete_allowed and self.n_concepts > a.shape[1]:
-            raise ValueError(f"{self.name} extracts at most as many concepts as there are "
-                             f"channels: n_concepts={self.n_concepts} > {a.shape[1]} channels. "
-                             f"Lower n_concepts or use 'nmf', 'kmeans' or 'dictionary'.")
+        self.check_channels(a.shape[1])
         if len(a) < self.n_concepts:
             raise ValueError(f"need at least n_concepts={self.n_concepts} activation vectors to "
                              f"fit; got {len(a)}. Pass more images or more crops per image.")
@@ -93,6 +90,14 @@ class ConceptFactorization:
             warnings.simplefilter("ignore", ConvergenceWarning)
             coefficients = self._fit(a)
         return np.asarray(coefficients, dtype=np.float64)
+
+    def check_channels(self, channels: int) -> None:
+        """ValueError when ``n_concepts`` exceeds ``channels`` for a factorization that
+        cannot be overcomplete (PCA, ICA)."""
+        if not self.overcomplete_allowed and self.n_concepts > channels:
+            raise ValueError(f"{self.name} extracts at most as many concepts as there are "
+                             f"channels: n_concepts={self.n_concepts} > {channels} channels. "
+                             f"Lower n_concepts or use 'nmf', 'kmeans' or 'dictionary'.")
 
     def transform(self, activations: Any) -> np.ndarray:
         """Coefficients ``U (n, n_concepts)`` of new activations (``W`` fixed)."""
