@@ -7,8 +7,8 @@ from torch import nn
 
 from pellucid._baselines import gaussian_blur
 from pellucid.explain.sobol import SobolAttribution
-from pellucid.explain.sobol_estimators import (jansen_total_indices, saltelli_first_order_indices,
-                                               sobol_design)
+from pellucid.explain.sobol_estimators import (design_rows, jansen_total_indices,
+                                               saltelli_first_order_indices, sobol_design)
 
 # Ishigami function, a = 7, b = 0.1, x_i ~ U(-pi, pi); published indices (Ishigami & Homma
 # 1990; Saltelli et al. 2008), re-derived in ishigami_analytic below.
@@ -53,6 +53,9 @@ def test_design_is_pick_freeze_and_seeded():
         others = [j for j in range(5) if j != i]
         np.testing.assert_array_equal(c[i][:, i], b[:, i])
         np.testing.assert_array_equal(c[i][:, others], a[:, others])
+    stacked = np.concatenate([a, b, c.reshape(-1, 5)])
+    chunks = [design_rows(a, b, slice(start, start + 13)) for start in range(0, 7 * 16, 13)]
+    np.testing.assert_array_equal(np.concatenate(chunks), stacked)
     again = sobol_design(16, 5, seed=3)
     np.testing.assert_array_equal(again[0], a)
     assert not np.array_equal(sobol_design(16, 5, seed=4)[0], a)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from .._validation import (check_choice, check_input_matches_module, check_inputs,
                            check_non_negative, check_positive_int)
 from ._masks import MaskExplainer, amplitude, inpainting
-from .sobol_estimators import (check_power_of_two, jansen_total_indices,
-                               saltelli_first_order_indices, sobol_design)
+from .sobol_estimators import (check_power_of_two, design_rows, jansen_total_indices,
+                               saltelli_first_order_indices, sobol_matrices)
 
 PERTURBATIONS = ("inpainting", "blur", "amplitude")
 
@@ -39,8 +39,11 @@ class SobolAttribution(MaskExplainer):
 
     ``perturbation`` (``M`` broadcast over channels):
 
-    - ``"inpainting"``: ``x * M + (1 - M) * baseline`` (``baseline`` 0 by default);
-    - ``"blur"``: ``x * M + (1 - M) * blur(x)`` (Gaussian blur, kernel 11, sigma 5; images only);
+    - ``"inpainting"``: ``x * M + (1 - M) * baseline`` (``baseline`` 0 by default; the other
+      perturbations ignore ``baseline``);
+    - ``"blur"``: ``x * M + (1 - M) * blur(x)``, images only; a Gaussian blur (kernel 11,
+      sigma 5, :func:`pellucid._baselines.gaussian_blur`) where the reference code used a
+      10 x 10 box filter;
     - ``"amplitude"``: ``x * (M - 1/2) * sigma``, the operator Fel et al.'s reference code and
       Xplique compute (their docstrings say ``x + (M - 1/2) * sigma``, which neither computes).
       Multiplicative: for a linear model it gives ``ST_i = (w_i x_i)^2 / sum_j (w_j x_j)^2``.
@@ -81,9 +84,9 @@ class SobolAttribution(MaskExplainer):
 
     def _indices(self, x: torch.Tensor, targets: torch.Tensor) -> SobolIndices:
         dimension = x.shape[1] if x.ndim == 2 else self.grid_size ** 2
-        a, b, c = sobol_design(self.nb_design, dimension, self.seed)
-        design = torch.from_numpy(np.concatenate([a, b, c.reshape(-1, dimension)]))
-        scores = self._masked_scores(x, targets, len(design), self._mask_source(x, design),
+        a, b = sobol_matrices(self.nb_design, dimension, self.seed)
+        scores = self._masked_scores(x, targets, self.nb_design * (dimension + 2),
+                                     self._mask_source(x, a, b),
                                      self._perturbation_function(x)).T.double().numpy()
         n = self.nb_design
         f_a, f_b, f_c = scores[:, :n], scores[:, n:2 * n], scores[:, 2 * n:]
@@ -93,13 +96,16 @@ class SobolAttribution(MaskExplainer):
                               for estimator in (jansen_total_indices,
                                                 saltelli_first_order_indices)))
 
-    def _mask_source(self, x: torch.Tensor, design: torch.Tensor):
-        """``masks_for(slice)``: design rows as per-feature masks, or grids upsampled to H x W."""
-        if x.ndim == 2:
-            return lambda indices: design[indices]
-        grids = design.reshape(-1, 1, self.grid_size, self.grid_size)
-        size = tuple(x.shape[2:])
-        return lambda indices: F.interpolate(grids[indices], size=size, mode="nearest")[:, 0]
+    def _mask_source(self, x: torch.Tensor, a: np.ndarray, b: np.ndarray):
+        """``masks_for(slice)``: design rows as per-feature masks, or as grids upsampled to
+        ``H x W`` by nearest neighbour."""
+        def masks_for(rows: slice) -> torch.Tensor:
+            masks = torch.from_numpy(design_rows(a, b, rows))
+            if x.ndim == 2:
+                return masks
+            grids = masks.reshape(-1, 1, self.grid_size, self.grid_size)
+            return F.interpolate(grids, size=tuple(x.shape[2:]), mode="nearest")[:, 0]
+        return masks_for
 
     def _perturbation_function(self, x: torch.Tensor):
         """``perturb(image_ids, masks)`` for the chosen perturbation (see the class docstring)."""

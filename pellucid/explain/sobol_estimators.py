@@ -43,16 +43,34 @@ def sobol_design(nb_design: int, dimension: int, seed: int | None
     ``(dimension, nb_design, dimension)`` with ``C[i] = A`` except ``C[i][:, i] = B[:, i]``.
     Values in ``[0, 1]``, float32. The same ``seed`` gives the same design.
     """
+    a, b = sobol_matrices(nb_design, dimension, seed)
+    c = design_rows(a, b, slice(2 * nb_design, (dimension + 2) * nb_design))
+    return a, b, c.reshape(dimension, nb_design, dimension)
+
+
+def sobol_matrices(nb_design: int, dimension: int, seed: int | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``A`` and ``B`` of :func:`sobol_design`: the first and last ``dimension`` columns of
+    ``nb_design`` points of a scrambled Sobol sequence in ``[0, 1]^(2 dimension)``."""
     nb_design = check_power_of_two("nb_design", nb_design)
     if isinstance(dimension, bool) or not isinstance(dimension, numbers.Integral) or dimension < 1:
         raise ValueError(f"dimension must be an integer >= 1, got {dimension!r}")
     points = qmc.Sobol(d=2 * dimension, scramble=True, seed=seed).random(nb_design)
     points = points.astype(np.float32)
-    a, b = points[:, :dimension], points[:, dimension:]
-    c = np.repeat(a[None], dimension, axis=0)
-    columns = np.arange(dimension)
-    c[columns, :, columns] = b.T
-    return a, b, c
+    return points[:, :dimension], points[:, dimension:]
+
+
+def design_rows(a: np.ndarray, b: np.ndarray, rows: slice) -> np.ndarray:
+    """Rows ``rows`` of the stacked design ``[A; B; C_0; ...; C_{d-1}]`` (``n (d + 2)`` rows),
+    built on demand so a large ``d`` never needs all of ``C`` at once."""
+    n, dimension = a.shape
+    index = np.arange(*rows.indices(n * (dimension + 2)))
+    out = np.where((index < n)[:, None], a[index % n], b[index % n])
+    in_c = index >= 2 * n
+    column = (index[in_c] - 2 * n) // n
+    out[in_c] = a[index[in_c] % n]
+    out[in_c, column] = b[index[in_c] % n, column]
+    return out
 
 
 def _check_outputs(f_a, f_b, f_c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
