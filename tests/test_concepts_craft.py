@@ -2,6 +2,7 @@
 API contract: every factorization, splitting, validation, no side effects."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -154,6 +155,7 @@ def test_no_side_effects_on_model_and_inputs(digits_cnn, zeros):
     model[0].weight.requires_grad_(False)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = zeros[:12].clone()
+    torch_rng, numpy_rng = torch.random.get_rng_state(), np.random.get_state()
     craft = Craft(model, layer=LAYER, n_concepts=3, crops_per_image=2, nb_design=8,
                   importance="gradient_input", progress=False).fit(x)
     craft.estimate_importance(x[:3])
@@ -166,6 +168,22 @@ def test_no_side_effects_on_model_and_inputs(digits_cnn, zeros):
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
     torch.testing.assert_close(x, zeros[:12], rtol=0, atol=0)
     assert len(model) == 8
+    assert torch.equal(torch.random.get_rng_state(), torch_rng)        # private generators
+    assert np.random.get_state()[1].tolist() == numpy_rng[1].tolist()
+
+
+def test_non_square_images(digits_cnn, zeros):
+    """Crops, coefficients and maps keep height and width apart (Xplique's Sobol swapped them)."""
+    x = F.interpolate(zeros[:8], size=(16, 24), mode="bilinear", align_corners=False)
+    h = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    craft = Craft(digits_cnn[:LAYER + 1], h, n_concepts=3, patch_size=0.5, crops_per_image=2,
+                  nb_design=8, progress=False).fit(x, targets=0)
+    assert craft.crop_size_ == (8, 12)
+    assert (craft.crop_boxes_[:, 1] <= 8).all() and (craft.crop_boxes_[:, 2] <= 12).all()
+    assert craft.spatial_coefficients(x[:2]).shape == (2, 3, 8, 12)
+    assert craft.concept_maps(x[:2]).shape == (2, 3, 16, 24)
+    assert craft.concept_attributions(x[:2]).shape == (2, 3, 16, 24)
+    assert craft.estimate_importance(x[:2]).shape == (3,)
 
 
 def test_split_by_index_name_parts_and_nested_name(digits_cnn, zeros):
