@@ -2,7 +2,7 @@
 
 Run: OMP_NUM_THREADS=1 python benchmarks/bench_deeplift.py
 Prints, per model, max_i |sum(C_i) - (f(x) - f(x0))| / |f(x) - f(x0)| over a batch (or the
-exception a peer raises), then seconds per call and their ratio to Captum and to one bare
+exception a peer raises; shap's DeepExplainer gets the first baseline as its background), then seconds per call and their ratio to Captum and to one bare
 forward + backward pass of the stacked batch, measured in this run.
 """
 import sys
@@ -31,20 +31,36 @@ def captum_totals(model, x, baseline, targets):
     return attributions.flatten(1).sum(1)
 
 
+def shap_totals(model, x, baseline, targets):
+    """shap's DeepExplainer with the first baseline as its one-sample background."""
+    import numpy as np
+    import shap
+    values = np.asarray(shap.DeepExplainer(model, baseline[:1]).shap_values(
+        x, check_additivity=False))
+    totals = torch.as_tensor(values.reshape(len(x), -1, values.shape[-1]).sum(1))
+    return totals[torch.arange(len(x)), targets].float()
+
+
+def peer_error(totals_function, model, x, baseline, targets, delta):
+    try:
+        return f"{relative_error(totals_function(model, x, baseline, targets), delta):.2e}"
+    except Exception as error:  # noqa: BLE001 - report what the peer does
+        return type(error).__name__
+
+
 def completeness_table():
-    print(f"{'model':<20}{'rescale':>12}{'reveal_cancel':>15}{'captum':>14}")
+    print(f"{'model':<20}{'rescale':>10}{'reveal_cancel':>15}{'captum':>14}{'shap':>14}")
     for name in MODELS:
         model = make_model(name)
         x, baseline = make_data(name)
         targets = torch.arange(len(x)) % 3
         delta = target_delta(model, x, baseline, targets)
-        row = [relative_error(DeepLift(model, baseline=baseline, rule=rule, progress=False)(
+        ours = [relative_error(DeepLift(model, baseline=baseline, rule=rule, progress=False)(
             x, targets).flatten(1).sum(1), delta) for rule in ("rescale", "reveal_cancel")]
-        try:
-            row.append(f"{relative_error(captum_totals(model, x, baseline, targets), delta):.2e}")
-        except Exception as error:  # noqa: BLE001 - report what the peer does
-            row.append(type(error).__name__)
-        print(f"{name:<20}{row[0]:>12.2e}{row[1]:>15.2e}{row[2]:>14}")
+        captum = peer_error(captum_totals, model, x, baseline, targets, delta)
+        shap_delta = target_delta(model, x, baseline[:1].expand_as(x), targets)
+        shap = peer_error(shap_totals, model, x, baseline, targets, shap_delta)
+        print(f"{name:<20}{ours[0]:>10.2e}{ours[1]:>15.2e}{captum:>14}{shap:>14}")
 
 
 def best_time(function, repeats=5):

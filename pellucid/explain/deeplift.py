@@ -45,7 +45,9 @@ Here the rules live in the autograd graph instead:
    in-place call is executed out of place and copied back, and the node saves only multipliers,
    so later in-place writes cannot corrupt it; a residual addition is an ordinary linear node.
 3. One ``torch.autograd.grad`` of the target score w.r.t. ``x - x0`` then yields the multipliers.
-Nothing of the model (parameters, hooks, modes, ``requires_grad``) is changed.
+Nothing of the model (parameters, hooks, modes, ``requires_grad``) is changed. The model must
+keep the batch as the first dimension of its activations (the stacked rows are told apart by it)
+and be in eval mode (batch statistics would mix inputs and references; a warning says so).
 """
 from __future__ import annotations
 
