@@ -1,6 +1,7 @@
 """CRAFT on a small CNN trained here on scikit-learn digits (8x8 upsampled to 16x16), and the
 API contract: every factorization, splitting, validation, no side effects."""
 import copy
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from pellucid.explain import Craft, GradientInput
-from pellucid.explain.concepts import FACTORIZATIONS, NotFittedError
+from pellucid.explain.concepts import FACTORIZATIONS, NotFittedError, split_sequential
 
 LAYER = 4  # g = conv-relu-pool-conv-relu: non-negative (16, 8, 8) activations
+NAMES = ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc"]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +200,13 @@ def test_split_by_index_name_parts_and_nested_name(digits_cnn, zeros):
     for other in (by_name, by_parts, by_dotted, by_negative):
         torch.testing.assert_close(other.concepts_, by_index.concepts_, rtol=0, atol=0)
     assert "layer=4" in repr(by_index) and "n_concepts=3" in repr(by_index)
+    named = nn.Sequential(OrderedDict(zip(NAMES, digits_cnn)))
+    g, h = split_sequential(named, "relu2")
+    assert list(g._modules) == NAMES[:5] and list(h._modules) == NAMES[5:]
+    assert g.conv1 is digits_cnn[0] and h.fc is digits_cnn[7]       # shared, not copied
+    g, h = split_sequential(nested, "1.1")
+    assert list(g._modules) == ["0", "1"] and list(g[1]._modules) == ["0", "1"]
+    assert list(h[0]._modules) == ["2"]
 
 
 def test_clear_errors(digits_cnn, zeros):

@@ -19,7 +19,6 @@ and ``h`` (activations -> logits):
 """
 from __future__ import annotations
 
-import inspect
 import numbers
 from typing import Any, Callable
 
@@ -33,10 +32,13 @@ from ..._validation import (check_choice, check_input_matches_module, check_inpu
                             check_positive_int, check_seed, check_targets)
 from ...models import as_model, has_stochastic_training_layers, module_device, warn_training_mode
 from ..sobol_estimators import check_power_of_two
+from ._params import init_params, params_repr
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
 from .importance import IMPORTANCE_METHODS
 from .metrics import ConceptScores
 from .modules import ConceptHead, ConceptModel, pool_activations, split_sequential
+
+_MODEL_ARGUMENTS = ("model_or_g", "h")
 
 
 class Craft:
@@ -89,12 +91,10 @@ class Craft:
     # -- scikit-learn habits -------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
         """Hyperparameters by name (the model excluded)."""
-        parameters = inspect.signature(type(self).__init__).parameters.values()
-        return {p.name: getattr(self, p.name) for p in parameters if p.kind == p.KEYWORD_ONLY}
+        return init_params(self, exclude=_MODEL_ARGUMENTS)
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
+        return params_repr(self, exclude=_MODEL_ARGUMENTS)
 
     # -- fit / transform -----------------------------------------------------------------
     def fit(self, images: Any, targets: Any = None) -> "Craft":

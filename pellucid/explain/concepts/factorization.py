@@ -38,6 +38,7 @@ from sklearn.decomposition import NMF, PCA, FastICA
 from sklearn.exceptions import ConvergenceWarning
 
 from ..._validation import check_positive_int, check_seed
+from ._params import params_repr
 from ._sparse_coding import lasso_codes, learn_dictionary
 
 
@@ -73,7 +74,7 @@ class ConceptFactorization:
         self.seed = check_seed(seed)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(n_concepts={self.n_concepts}, seed={self.seed})"
+        return params_repr(self)
 
     # -- public interface ----------------------------------------------------------------
     def fit(self, activations: Any) -> np.ndarray:

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -40,12 +41,14 @@ def split_sequential(model: nn.Module, layer: Any) -> tuple[nn.Module, nn.Module
     else:
         raise ValueError(f"layer must be an index in [-{len(names)}, {len(names)}) or one of "
                          f"the children's names {names}; got {layer!r}")
-    children = list(model.children())
+    children = list(model.named_children())  # names are kept in both parts
     if rest:
-        inner_g, inner_h = split_sequential(children[index], rest)
-        return (nn.Sequential(*children[:index], inner_g),
-                nn.Sequential(inner_h, *children[index + 1:]))
-    return nn.Sequential(*children[:index + 1]), nn.Sequential(*children[index + 1:])
+        name, child = children[index]
+        inner_g, inner_h = split_sequential(child, rest)
+        return (nn.Sequential(OrderedDict(children[:index] + [(name, inner_g)])),
+                nn.Sequential(OrderedDict([(name, inner_h)] + children[index + 1:])))
+    return (nn.Sequential(OrderedDict(children[:index + 1])),
+            nn.Sequential(OrderedDict(children[index + 1:])))
 
 
 def decode(coefficients: torch.Tensor, components: torch.Tensor,
