@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from pellucid.explain import Craft, GradientInput
+from pellucid.explain import Craft, GradientInput, Rise
 from pellucid.explain.concepts import FACTORIZATIONS, NotFittedError, split_sequential
 
 LAYER = 4  # g = conv-relu-pool-conv-relu: non-negative (16, 8, 8) activations
@@ -67,6 +67,19 @@ def test_craft_on_digits_bottleneck_fidelity_and_map_sizes(digits_cnn, zeros):
           {k: round(v, 4) for k, v in metrics.items()})
     assert metrics["fidelity"] >= 0.9
     assert metrics["reconstruction_error"] < 0.5
+    # the same scores written out: encode each spatial vector, decode, run h on both
+    with torch.no_grad():
+        a = digits_cnn[:LAYER + 1](held_out)                              # (60, 16, 8, 8)
+        vectors = a.permute(0, 2, 3, 1).reshape(-1, 16).double().numpy()
+        u = craft.factorization_.transform(vectors)
+        rebuilt = u @ craft.factorization_.components_ + craft.factorization_.offset_
+        a_hat = torch.tensor(rebuilt, dtype=torch.float32).view(60, 8, 8, 16).permute(0, 3, 1, 2)
+        agree = (digits_cnn[LAYER + 1:](a).argmax(1) == digits_cnn[LAYER + 1:](a_hat).argmax(1))
+    assert metrics["fidelity"] == pytest.approx(agree.double().mean().item())
+    assert metrics["reconstruction_error"] == pytest.approx(
+        np.linalg.norm(vectors - rebuilt) / np.linalg.norm(vectors), rel=1e-6)
+    assert metrics["sparsity"] == pytest.approx(
+        np.mean(np.abs(u) <= 1e-3 * np.abs(u).max(1, keepdims=True)))
     importances = craft.estimate_importance(held_out[:10])
     assert importances.shape == (6,) and (importances >= 0).all()
     assert craft.sample_importances_.shape == (10, 6)
@@ -148,6 +161,9 @@ def test_every_factorization_shapes_signs_and_seed(digits_cnn, zeros, factorizat
         torch.testing.assert_close(u.sum(1), torch.ones(4))
         with pytest.raises(RuntimeError, match="piecewise constant"):
             first.concept_attributions(x[:1])
+        # a black-box explainer of the concept model works for any factorization
+        rise = lambda model: Rise(model, nb_samples=32, grid_size=4, progress=False)  # noqa
+        assert first.concept_attributions(x[:1], rise).shape == (1, 4, 16, 16)
     else:
         assert first.concept_attributions(x[:1]).shape == (1, 4, 16, 16)
 
