@@ -1,6 +1,6 @@
 """IntegratedGradients and Occlusion: pellucid vs Captum vs the bare passes they need.
 
-All timings come from this one run, on the same model, inputs and batch size, so only ratios
+All timings (CPU time of this process) come from this one run, on the same model, inputs and batch size, so only ratios
 are printed as results. "bare" is the least any implementation must do: for IG, forward +
 backward of the ``N * steps`` path points (built in advance, batch by batch); for Occlusion,
 inference-mode forward passes of the ``N * (windows + 1)`` occluded copies (built in advance).
@@ -30,16 +30,16 @@ def small_cnn(seed: int = 0) -> nn.Module:
 
 
 def timed(functions: dict, repeats: int) -> dict:
-    """Best seconds of ``repeats`` calls of each function, the functions taken in turn (so a
-    machine busy with other work slows all of them alike); one warm-up call each."""
+    """Best CPU seconds (``time.process_time``: robust on a machine shared with other work) of
+    ``repeats`` calls of each function, taken in turn; one warm-up call each."""
     for function in functions.values():
         function()
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            start = time.process_time()
             function()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(time.process_time() - start)
     return {name: min(values) for name, values in times.items()}
 
 
