@@ -286,13 +286,40 @@ def reveal_cancel_reference(w1, b1, w2, x, x0, target):
     return (w2[target][:, None] * multiplier * terms).sum(0)
 
 
-def test_reveal_cancel_matches_paper_equations_on_mlp():
-    model = small_mlp()
+def mlp_with_batch_norm():
+    """Linear -> BatchNorm1d (eval, some negative scales) -> ReLU -> Linear."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].weight.uniform_(-1.5, 1.5)
+        model[1].bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def fused_first_layer(model):
+    """(W1, b1) of the affine map before the ReLU (batch norm folded into the linear layer)."""
+    linear = model[0]
+    weight, bias = linear.weight.detach().double(), linear.bias.detach().double()
+    if isinstance(model[1], nn.BatchNorm1d):
+        bn = model[1]
+        scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        weight = scale[:, None] * weight
+        bias = scale * (bias - bn.running_mean.double()) + bn.bias.detach().double()
+    return weight.numpy(), bias.numpy()
+
+
+@pytest.mark.parametrize("build", [small_mlp, mlp_with_batch_norm])
+def test_reveal_cancel_matches_paper_equations_on_mlp(build):
+    """With batch norm, the parts must be those of the linear layer before it, carried through
+    (not re-split by sign): the paper's split of the folded layer's terms ``s_j w_ji dx_i``."""
+    model = build()
     x, baseline = make_data("mlp")
     targets = torch.tensor([0, 1, 2, 0])
     got = DeepLift(model, baseline=baseline, rule="reveal_cancel", progress=False)(x, targets)
-    w1, b1, w2 = (t.detach().double().numpy() for t in
-                  (model[0].weight, model[0].bias, model[2].weight))
+    w1, b1 = fused_first_layer(model)
+    w2 = model[-1].weight.detach().double().numpy()
     expected = np.stack([reveal_cancel_reference(w1, b1, w2, xi, x0i, int(t)) for xi, x0i, t in
                          zip(x.double().numpy(), baseline.double().numpy(), targets)])
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)

@@ -18,8 +18,8 @@ from ._deeplift_rules import (RescaleElementwise, RescaleMaxPool, RevealCancelEl
 
 class Layout:
     """One rule's stacking: ``streams`` rows per pair, how to build them, where the target score
-    is read, and what each intercepted operation becomes. Linear and convolution layers and
-    eval-mode batch norm keep their gradient unless a layout says otherwise."""
+    is read, and what each intercepted operation becomes. Linear and convolution layers keep
+    their gradient unless a layout says otherwise."""
 
     streams: int
 
@@ -41,10 +41,6 @@ class Layout:
                  bias: torch.Tensor | None) -> torch.Tensor:
         """``call(input, weight, bias)``: a linear or convolution layer."""
         return call(x, weight, bias)
-
-    def scaled(self, call: Callable, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """``call(input)``: eval-mode batch norm, ``scale`` its per-channel factor."""
-        return call(x)
 
 
 class RescaleLayout(Layout):
@@ -74,13 +70,16 @@ class RevealCancelLayout(Layout):
     - model inputs and the inputs of linear and convolution layers are split by the sign of their
       total difference ``x - x0``, and the layer sends ``w * dx_i`` to the positive part when
       positive (paper Sec. 3.5.1: ``dy+ = sum 1{w_i dx_i > 0} w_i dx_i``);
-    - eval-mode batch norm carries the parts, swapped where its scale is negative;
     - a nonlinearity outputs its RevealCancel parts ``dy_pos, dy_neg`` (Sec. 3.5.3);
     - max pooling gets the Rescale-style rule of :class:`RescaleMaxPool` on ``(x, x0)`` (the paper
       gives no RevealCancel rule for it) and its output difference is split by sign;
-    - other linear operations (additions, average pooling, reshapes) carry the parts as they
-      are; a signed one not listed above (a matmul with a weight, a subtraction) carries them
-      without re-splitting: the sum stays exact, its positive and negative terms stay mixed.
+    - other linear operations (eval-mode batch norm, additions, average pooling, reshapes) carry
+      the two parts as they are, as the reference code does for batch norm. A negative factor
+      turns the positive part negative, which changes nothing: the RevealCancel formulas are
+      symmetric in their two parts, only their grouping matters. A signed operation with
+      several terms that is not listed above (a matmul with a weight, a subtraction of two
+      activations) carries the parts without re-grouping its terms by sign: the sum stays
+      exact, its positive and negative terms stay mixed.
     Their backward passes are the transposed maps, so the positive and negative multipliers are
     propagated separately; contributions still sum to ``f(x) - f(x0)``.
     """
@@ -109,13 +108,6 @@ class RevealCancelLayout(Layout):
         pos_by_neg_w, neg_by_neg_w = call(parts, weight.clamp(max=0), None).chunk(2)
         y0, y1 = call(torch.cat([x0, x1]), weight, bias).chunk(2)
         return _restack(y0, y1, pos_by_pos_w + neg_by_neg_w, pos_by_neg_w + neg_by_pos_w)
-
-    def scaled(self, call, x, scale):
-        x0, x1, xp, xn = x.chunk(4)
-        pos, neg = xp - x0, xn - x0
-        up, down = scale.clamp(min=0), scale.clamp(max=0)
-        y0, y1 = call(torch.cat([x0, x1])).chunk(2)
-        return _restack(y0, y1, up * pos + down * neg, down * pos + up * neg)
 
 
 def _restack(y0: torch.Tensor, y1: torch.Tensor, pos: torch.Tensor,

@@ -30,8 +30,8 @@ NO_RULE = (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Ten
 
 
 class DeepLiftMode(TorchFunctionMode):
-    """Route the nonlinearities (and, for RevealCancel, the signed linear layers) of a forward
-    pass on a stacked batch of ``rows`` rows to ``layout`` (see ``_deeplift_layouts``)."""
+    """Route the nonlinearities (and, for RevealCancel, the linear and convolution layers) of a
+    forward pass on a stacked batch of ``rows`` rows to ``layout`` (see ``_deeplift_layouts``)."""
 
     def __init__(self, layout: Any, rows: int):
         super().__init__()
@@ -86,20 +86,6 @@ def _weighted(layout, func, args, kwargs):
     return layout.weighted(lambda t, w, b: func(t, w, b, *rest, **keywords), x, weight, bias)
 
 
-def _batch_norm(layout, func, args, kwargs):
-    bound = inspect.signature(F.batch_norm).bind(*args, **kwargs)
-    bound.apply_defaults()
-    a = bound.arguments
-    if a["training"] or a["running_var"] is None:  # batch statistics: not a per-sample map
-        return func(*args, **kwargs)
-    x = a["input"]
-    scale = torch.rsqrt(a["running_var"].detach() + a["eps"])
-    if a["weight"] is not None:
-        scale = scale * a["weight"].detach()
-    scale = scale.view(1, -1, *[1] * (x.ndim - 2))
-    return layout.scaled(lambda t: func(t, *args[1:], **kwargs), x, scale)
-
-
 def _no_rule(layout, func, args, kwargs):
     warnings.warn(f"DeepLIFT has no rule for {getattr(func, '__name__', func)}: it is "
                   "differentiated as it is, so attributions no longer sum exactly to "
@@ -128,7 +114,6 @@ def _handlers() -> dict:
     for func in (F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
                  F.conv_transpose3d):
         handlers[func] = _weighted
-    handlers[F.batch_norm] = _batch_norm
     for func in NO_RULE:
         handlers[func] = _no_rule
     return handlers
