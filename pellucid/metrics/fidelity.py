@@ -187,10 +187,11 @@ class MuFidelity(SeededMetric):
                              torch.zeros(n, n_cells, dtype=torch.float64)
                              .index_add_(1, cell_of_pixel, flat))
         subset_size = max(1, round(self.subset_fraction * n_cells))
-        draws = torch.rand(n, nb, n_cells, generator=self._generator()).argsort(-1)
-        removed = torch.zeros(n, nb, n_cells, dtype=torch.bool).scatter_(
-            -1, draws[..., :subset_size], True)
-        attribution_sums = (removed * cell_attributions[:, None, :]).sum(-1)
+        generator = self._generator()
+        subsets = torch.stack([torch.rand(nb, n_cells, generator=generator).argsort(1)
+                               [:, :subset_size] for _ in range(n)])  # (n, nb, size)
+        attribution_sums = cell_attributions.gather(1, subsets.view(n, -1)).view(
+            n, nb, subset_size).sum(-1)
         device = self._model.device  # perturbed inputs are built where the model runs
         substrate, inputs = make_substrate(self.baseline, x).to(device), x.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_cells)
@@ -198,7 +199,8 @@ class MuFidelity(SeededMetric):
         def make_inputs(s: slice) -> torch.Tensor:
             index = torch.arange(s.start, s.stop)
             sample = index // nb
-            cells = removed[sample, index % nb]
+            cells = torch.zeros(len(index), n_cells, dtype=torch.bool).scatter_(
+                1, subsets[sample, index % nb], True)
             pixels = cells if cell_of_pixel is None else cells[:, cell_of_pixel]
             sample = sample.to(device)
             return torch.where(pixels.to(device).view(mask_shape), substrate[sample],
