@@ -223,3 +223,10 @@ def test_works_with_a_scikit_learn_classifier():
     heatmaps = clf.coef_[0] * x
     result = Deletion(clf, progress=False)(x, heatmaps, targets=1)
     assert result.curves.shape == (80, 6) and np.isfinite(result.scores).all()
+
+
+def test_ties_are_broken_in_row_major_order():
+    w, x = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.ones(1, 4)
+    regression = lambda array: array @ w.numpy()  # noqa: E731
+    constant = Deletion(regression, probabilities=False, progress=False)(x, torch.zeros(1, 4))
+    np.testing.assert_allclose(constant.curves[0], [10, 9, 7, 4, 0])  # features 0, 1, 2, 3

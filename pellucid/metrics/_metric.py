@@ -100,6 +100,15 @@ def require_images(x: torch.Tensor, metric: str) -> None:
                          f"{tuple(x.shape)}")
 
 
+def descending_ranks(heatmaps: torch.Tensor) -> torch.Tensor:
+    """``(N, P)`` position of every pixel/feature when sorted by decreasing heatmap value (0 =
+    most relevant); ties keep the row-major order."""
+    flat = heatmaps.reshape(len(heatmaps), -1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    positions = torch.arange(flat.shape[1]).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
 def target_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``scores[i, targets[i]]`` for rows of a ``(n, K)`` score matrix."""
     return scores.gather(1, targets.long()[:, None])[:, 0]

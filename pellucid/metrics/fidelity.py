@@ -31,18 +31,10 @@ import torch
 from .._baselines import check_baseline
 from .._batching import predict_batched, predict_generated
 from .._validation import check_positive_int, check_probability
-from ._metric import ModelMetric, SeededMetric, normalized_auc, pearson_rows, target_scores
+from ._metric import (ModelMetric, SeededMetric, descending_ranks, normalized_auc, pearson_rows,
+                      target_scores)
 from ._substrates import make_substrate
 from .base import MetricResult
-
-
-def descending_ranks(heatmaps: torch.Tensor) -> torch.Tensor:
-    """``(N, P)`` position of every pixel/feature when sorted by decreasing heatmap value (0 =
-    most relevant); ties keep the row-major order."""
-    flat = heatmaps.reshape(len(heatmaps), -1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    positions = torch.arange(flat.shape[1]).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, positions)
 
 
 class _CausalMetric(ModelMetric):

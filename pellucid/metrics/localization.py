@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from .._validation import as_float_tensor, check_finite
-from ._metric import Metric
+from ._metric import Metric, descending_ranks
 from .base import MetricResult
-from .fidelity import descending_ranks
 
 
 def as_mask(masks: Any) -> torch.Tensor:

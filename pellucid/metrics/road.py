@@ -34,10 +34,9 @@ from scipy.sparse.linalg import spsolve
 
 from .._batching import predict_generated
 from .._validation import check_choice, check_non_negative
-from ._metric import (SeededMetric, check_fractions, require_images, target_scores,
-                      trapezoid_auc)
+from ._metric import (SeededMetric, check_fractions, descending_ranks, require_images,
+                      target_scores, trapezoid_auc)
 from .base import MetricResult
-from .fidelity import descending_ranks
 
 NEIGHBOUR_WEIGHTS = (((0, 1), 1 / 6), ((0, -1), 1 / 6), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
                      ((1, 1), 1 / 12), ((1, -1), 1 / 12), ((-1, 1), 1 / 12), ((-1, -1), 1 / 12))

@@ -29,9 +29,8 @@ from tqdm.auto import tqdm
 from .._batching import predict_batched
 from .._validation import check_heatmaps, check_inputs, check_positive_int, check_seed
 from ..models import as_model
-from ._metric import Metric, check_fractions, trapezoid_auc
+from ._metric import Metric, check_fractions, descending_ranks, trapezoid_auc
 from .base import MetricResult
-from .fidelity import descending_ranks
 
 
 def check_labels(labels: Any, n: int, name: str) -> torch.Tensor:
