@@ -150,3 +150,16 @@ def test_ica_refuses_more_concepts_than_the_activations_span():
     a, _, _ = planted_product(n=60, channels=12, n_concepts=3, noise=0.0)  # rank 3
     with pytest.raises(ValueError, match="span 3"):
         make_factorization("ica", 4, seed=0).fit(a)
+
+
+def test_ica_spans_the_principal_subspace_even_with_a_dead_first_channel():
+    """scikit-learn 1.9's FastICA whitening fixes signs with ``sign(u[0])``; on these data
+    (channel 0 constant, like a dead ReLU) ``u[0]`` is exactly 0 and ``FastICA(3)`` returns
+    a rank-2 unmixing. Ours keeps the 3 principal directions: ICA reconstructs as PCA does."""
+    rng = np.random.default_rng(0)
+    a = np.concatenate([np.zeros((100, 1)), rng.random((100, 5))], axis=1)
+    ica, pca = make_factorization("ica", 3, seed=0), make_factorization("pca", 3, seed=0)
+    ica_error = reconstruction_error(a, ica.inverse_transform(ica.fit(a)))
+    pca_error = reconstruction_error(a, pca.inverse_transform(pca.fit(a)))
+    assert ica_error == pytest.approx(pca_error, rel=1e-6)
+    np.testing.assert_allclose(np.cov(ica.transform(a).T), np.eye(3), atol=1e-6)  # unit variance

@@ -7,8 +7,8 @@ CRAFT's NMF and the usual alternatives as constraints on ``(U, W)``:
 
 - ``"nmf"``: ``U >= 0, W >= 0`` (CRAFT; Fel et al., 2023); the activations must be >= 0.
 - ``"pca"``: rows of ``W`` orthonormal, ``U = (A - mean) W^T``; ``offset`` = the mean.
-- ``"ica"``: FastICA, ``W`` = the mixing matrix, ``U`` = the independent sources; ``offset`` =
-  the mean.
+- ``"ica"``: FastICA on PCA-whitened activations, ``U`` = the independent (unit-variance)
+  sources, ``W`` = the mixing matrix; ``offset`` = the mean.
 - ``"kmeans"``: ``U`` one-hot (the nearest centroid), ``W`` = the centroids.
 - ``"dictionary"``: sparse codes, ``min 0.5 ||A - U W||^2 + alpha |U|_1`` with atoms in the
   unit ball, fitted on ``A / rms(A)`` so ``alpha`` is scale-free.
@@ -200,7 +200,14 @@ class PCAConcepts(ConceptFactorization):
 
 
 class ICAConcepts(ConceptFactorization):
-    """Independent components (scikit-learn ``FastICA``): ``W`` = mixing matrix transposed."""
+    """Independent components: PCA whitening to ``n_concepts`` dimensions, then scikit-learn
+    ``FastICA(whiten=False)`` (parallel, logcosh) on the whitened scores.
+
+    ``U = (A - mean) E^T`` with ``E = unmixing @ whitening`` (unit-variance sources) and
+    ``W = (E^+)^T``, so that ``U W + mean`` is the projection of ``A`` on the principal
+    subspace. (FastICA's own whitening zeroes a component when the first channel is constant,
+    e.g. a dead ReLU channel, because it fixes signs with ``sign(u[0])``.)
+    """
 
     name = "ica"
     overcomplete_allowed = False
@@ -210,22 +217,22 @@ class ICAConcepts(ConceptFactorization):
         self.max_iter = check_positive_int("max_iter", max_iter)
 
     def _fit(self, a):
-        rank = np.linalg.matrix_rank(a - a.mean(0))
+        pca = PCA(n_components=self.n_concepts, svd_solver="full").fit(a)
+        variances = pca.explained_variance_
+        rank = int((variances > 1e-10 * variances[0]).sum()) if variances[0] > 0 else 0
         if rank < self.n_concepts:
             raise ValueError(f"ica needs activations spanning n_concepts={self.n_concepts} "
                              f"dimensions; they span {rank} (dead or duplicate channels). "
                              f"Lower n_concepts.")
-        self.estimator_ = FastICA(n_components=self.n_concepts, whiten="unit-variance",
-                                  max_iter=self.max_iter, random_state=self.seed)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # whitening divides every eigenvector by its singular value before keeping the
-            # n_concepts largest; the null directions (0 / 0) are the ones dropped
-            u = self.estimator_.fit_transform(a)
-        self.components_, self.offset_ = self.estimator_.mixing_.T, self.estimator_.mean_
-        return u
+        whitening = pca.components_ / np.sqrt(variances)[:, None]
+        self.estimator_ = FastICA(whiten=False, max_iter=self.max_iter, random_state=self.seed)
+        self.estimator_.fit((a - pca.mean_) @ whitening.T)
+        self.encoder_ = self.estimator_.components_ @ whitening
+        self.components_, self.offset_ = np.linalg.pinv(self.encoder_).T, pca.mean_
+        return self._transform(a)
 
     def _transform(self, a):
-        return self.estimator_.transform(a)
+        return (a - self.offset_) @ self.encoder_.T
 
 
 class KMeansConcepts(ConceptFactorization):
