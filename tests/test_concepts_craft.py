@@ -213,7 +213,8 @@ def test_split_by_index_name_parts_and_nested_name(digits_cnn, zeros):
                            nn.Sequential(*digits_cnn[3:6]), *digits_cnn[6:])
     by_dotted = Craft(nested, layer="1.1", **options).fit(zeros[:10])
     by_negative = Craft(digits_cnn, layer=LAYER - 8, **options).fit(zeros[:10])
-    for other in (by_name, by_parts, by_dotted, by_negative):
+    from_numpy = Craft(digits_cnn, layer=LAYER, **options).fit(zeros[:10].numpy())
+    for other in (by_name, by_parts, by_dotted, by_negative, from_numpy):
         torch.testing.assert_close(other.concepts_, by_index.concepts_, rtol=0, atol=0)
     assert "layer=4" in repr(by_index) and "n_concepts=3" in repr(by_index)
     named = nn.Sequential(OrderedDict(zip(NAMES, digits_cnn)))
@@ -248,6 +249,8 @@ def test_clear_errors(digits_cnn, zeros):
         Craft(digits_cnn, layer=3, n_concepts=3, progress=False).fit(zeros[:4])  # conv output
     with pytest.raises(ValueError, match="at most as many concepts"):
         Craft(digits_cnn, layer=LAYER, n_concepts=17, factorization="pca").fit(zeros[:4])
+    with pytest.raises(ValueError, match="fewer than n_concepts"):
+        Craft(digits_cnn, layer=LAYER, n_concepts=10, crops_per_image=3).fit(zeros[:3])
     with pytest.raises(ValueError, match="one class"):
         Craft(digits_cnn, layer=LAYER, progress=False).fit(zeros[:2], targets=[0, 1])
     with pytest.raises(ValueError, match="channels"):

@@ -107,6 +107,10 @@ class Craft:
         class_id, n_outputs = self._resolve_class(x, targets)
         factorization = make_factorization(self._factorization, self.n_concepts, self.seed)
         factorization.check_channels(self._activations(x[:1]).shape[1])  # before the crops
+        if len(x) * self.crops_per_image < self.n_concepts:
+            raise ValueError(f"{len(x)} images x crops_per_image={self.crops_per_image} crops "
+                             f"are fewer than n_concepts={self.n_concepts}; pass more images "
+                             f"or raise crops_per_image")
         crop_size = _crop_size(self.patch_size, x.shape[2:])
         boxes = _random_boxes(len(x), self.crops_per_image, x.shape[2:], crop_size, self.seed)
         activations = torch.cat([
