@@ -2,7 +2,7 @@
 fingerprints that follow the config, TOML configs, and the HTML report."""
 from __future__ import annotations
 
-import re
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from pellucid.benchmark import (RESULT_COLUMNS, BenchmarkConfig, DatasetSpec, MethodSpec,
-                                MetricSpec, RandomAttribution, load_config, run_benchmark)
+                                MetricSpec, RandomAttribution, load_config, run_benchmark,
+                                write_report)
 from pellucid.explain.base import Explainer
 from pellucid.metrics import RelevanceMass
 from pellucid.metrics._metric import ModelMetric
@@ -223,3 +224,73 @@ def test_toml_errors(tmp_path):
     bad.write_text("datasets = [")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(bad)
+
+
+class ReportPage(HTMLParser):
+    """Image sources, and the text of the first column of every table row."""
+
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+
+def test_report_tables_are_sorted_and_every_image_exists(tmp_path):
+    config = make_config(tmp_path)
+    results = run_benchmark(config, progress=False)
+    index = write_report(config)
+    assert index == tmp_path / "index.html"
+    page = ReportPage()
+    page.feed(index.read_text(encoding="utf-8"))
+    assert page.images == ["figures/toy-heatmaps.png"]  # the toy metric has no curves
+    assert all((tmp_path / src).is_file() for src in page.images)
+
+    header, *rows = page.rows[:4]
+    assert header == ["method", "mean ↓", "mean+1 ↓", "mean rank"]
+    # both metrics are lower-is-better and differ by a constant: sorted by "mean", ascending
+    means = results[results.metric == "mean"].set_index("method")["mean"]
+    assert [r[0] for r in rows] == list(means.sort_values().index)
+    assert rows[0][1] == f"{means.min():.3f} ± " + \
+        f"{results.set_index(['method', 'metric']).at[(rows[0][0], 'mean'), 'std']:.3f}"
+    assert 'class="best"' in index.read_text()
+
+
+def test_report_of_a_tabular_benchmark_has_feature_bars_and_curves(tmp_path):
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    data = SimpleNamespace(x_test=torch.randn(10, 4, generator=torch.Generator().manual_seed(3)),
+                           y_test=torch.zeros(10, dtype=torch.long),
+                           feature_names=["age", "dose", "weight", "height"])
+    config = BenchmarkConfig(datasets=[DatasetSpec("table", model=mlp, data=data)],
+                             methods=["Saliency", "Random"], metrics=["Deletion", "Insertion"],
+                             n_samples=6, out=tmp_path)
+    results = run_benchmark(config, progress=False)
+    assert len(results) == 4 and (results.n == 6).all()
+    page = ReportPage()
+    page.feed(write_report(config).read_text(encoding="utf-8"))
+    assert page.images == ["figures/table-features.png", "figures/table-Deletion.png",
+                           "figures/table-Insertion.png"]
+    assert all((tmp_path / src).is_file() for src in page.images)
+
+
+def test_report_before_any_result_says_so(tmp_path):
+    with pytest.raises(ValueError, match="run the benchmark first"):
+        write_report(make_config(tmp_path))

@@ -25,8 +25,8 @@ def demo_config(out: str | Path = "pellucid-demo", *, quick: bool = False) -> Be
         MethodSpec("IntegratedGradients", {"steps": 32}),
         MethodSpec("SmoothGrad", {"nb_samples": 32 // draws}),
         MethodSpec("Occlusion", {"patch_size": 4, "stride": 2}),
-        MethodSpec("Rise", {"nb_samples": 1000 // draws, "grid_size": 4}, label="RISE"),
-        MethodSpec("SobolAttribution", {"nb_design": 16 // draws, "grid_size": 4},
+        MethodSpec("Rise", {"nb_samples": 2000 // draws, "grid_size": 4}, label="RISE"),
+        MethodSpec("SobolAttribution", {"nb_design": 32 // draws, "grid_size": 4},
                    label="Sobol"),
         MethodSpec("DeepLift"),
         MethodSpec("GradCAM"),
@@ -39,4 +39,4 @@ def demo_config(out: str | Path = "pellucid-demo", *, quick: bool = False) -> Be
         MetricSpec("PointingGame", datasets=["blockmnist"]),
     ]
     return BenchmarkConfig(datasets=datasets, methods=methods, metrics=metrics,
-                           n_samples=4 if quick else 8, seed=0, out=out)
+                           n_samples=4 if quick else 16, seed=0, out=out)

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from ..metrics.base import MetricResult
-from ..plots import method_grid, plot_curves, save_figure
+from ..plots import method_grid, plot_curves, save_figure, tabular_bars
 from .config import BenchmarkConfig, load_config
 from .runner import RESULTS_FILE, Cell, plan_cells, read_results, select_results, slug
 
@@ -77,25 +78,20 @@ def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path
 
 
 def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir: Path) -> str:
-    """Model line, summary table, method grid and curves of one dataset."""
+    """Model line, summary table, heatmap figure and curves of one dataset."""
     samples = torch.load(cells[0].samples_path, weights_only=True)
     parts = [f"<h2>{esc(name)}</h2>",
              f'<p class="meta">model {esc(samples["model"])} · test accuracy '
              f'{samples["accuracy"]:.1%} · {len(samples["inputs"])} test inputs explained, each '
              "for the class the model predicts</p>",
+             f'<p>{esc(samples["description"])}</p>' if samples["description"] else "",
              summary_table(results[results["dataset"] == name])]
-    heatmaps = {c.method.label: torch.load(c.heatmaps_path, weights_only=True)["heatmaps"]
-                for c in cells if c.heatmaps_path.exists()}
-    if samples["inputs"].ndim == 4 and heatmaps:
-        shown = slice(0, GRID_IMAGES)
-        titles = [f"label {y} · predicted {t}"
-                  for y, t in zip(samples["labels"][shown].tolist(),
-                                  samples["targets"][shown].tolist())]
-        figure = method_grid(samples["inputs"][shown], {k: v[shown] for k, v in heatmaps.items()},
-                             titles=titles)
-        parts.append(figure_html(figure, out_dir, f"{slug(name)}-heatmaps.png",
-                                 f"Heatmaps of the first {len(titles)} explained inputs (red: "
-                                 "evidence for the predicted class; blue: against it)."))
+    method_cells = {c.method.label: c for c in cells if c.heatmaps_path.exists()}
+    heatmaps = {label: torch.load(c.heatmaps_path, weights_only=True)["heatmaps"]
+                for label, c in method_cells.items()}
+    if heatmaps:
+        heatmap_figure = image_grid if samples["inputs"].ndim == 4 else feature_bars
+        parts.append(heatmap_figure(name, samples, heatmaps, out_dir))
     for metric in dict.fromkeys(c.metric.label for c in cells):
         curves = {c.method.label: load_metric_result(c) for c in cells
                   if c.metric.label == metric and c.scores_path.exists()}
@@ -106,6 +102,31 @@ def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir
                                      f"{metric} curves, mean over the inputs; the legend gives "
                                      "each method's area under the curve."))
     return "\n".join(parts)
+
+
+def image_grid(name: str, samples: dict, heatmaps: dict[str, torch.Tensor], out_dir: Path
+               ) -> str:
+    """Method x image grid of the first few explained images."""
+    shown = slice(0, GRID_IMAGES)
+    titles = [f"label {y} · predicted {t}" for y, t in zip(samples["labels"][shown].tolist(),
+                                                            samples["targets"][shown].tolist())]
+    figure = method_grid(samples["inputs"][shown], {k: v[shown] for k, v in heatmaps.items()},
+                         titles=titles)
+    return figure_html(figure, out_dir, f"{slug(name)}-heatmaps.png",
+                       f"Heatmaps of the first {len(titles)} explained inputs (red: evidence "
+                       "for the predicted class; blue: against it).")
+
+
+def feature_bars(name: str, samples: dict, heatmaps: dict[str, torch.Tensor], out_dir: Path
+                 ) -> str:
+    """One panel per method: mean |attribution| of the most important tabular features."""
+    figure = Figure(figsize=(3.2 * len(heatmaps), 4.0), layout="constrained")
+    for ax, (label, h) in zip(figure.subplots(1, len(heatmaps), squeeze=False)[0],
+                              heatmaps.items()):
+        tabular_bars(h, samples["feature_names"], ax=ax, title=label)
+    return figure_html(figure, out_dir, f"{slug(name)}-features.png",
+                       "Mean absolute attribution of the most important features over the "
+                       "explained inputs (error bars: ±1 std), per method.")
 
 
 def load_metric_result(cell: Cell) -> MetricResult:
@@ -159,7 +180,7 @@ def timings_section(results: pd.DataFrame) -> str:
 
 
 def number(value: float) -> str:
-    return f"{value:.3g}" if np.isfinite(value) else "n/a"
+    return f"{value:.3f}" if np.isfinite(value) else "n/a"
 
 
 def esc(text: Any) -> str:

@@ -199,6 +199,8 @@ def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConf
         "indices": indices,
         "accuracy": float((predictions == y_test).float().mean()),
         "dataset": spec.name,
+        "description": getattr(data, "description", ""),
+        "feature_names": getattr(data, "feature_names", None),
         "model": spec.model_label,
     }
     atomic_save(saved, samples_path)
