@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..._baselines import upsample
-from ..._batching import gradients_generated, iter_slices, predict_batched
+from ..._batching import input_gradient, iter_slices, predict_batched
 from ..._validation import (check_choice, check_input_matches_module, check_inputs,
                             check_positive_int, check_seed, check_targets)
 from ...models import as_model, has_stochastic_training_layers, module_device, warn_training_mode
@@ -198,17 +198,13 @@ class Craft:
         if explainer is not None:
             method = explainer(model)
             return torch.stack([method.explain(x, k) for k in range(self.n_concepts)], dim=1)
-        n = self.n_concepts
-
-        def inputs_and_concepts(s: slice):
+        n, concept_model = self.n_concepts, as_model(model, device=self._device)
+        maps = []  # reduced over channels batch by batch: memory bounded by batch_size
+        for s in iter_slices(len(x) * n, self.batch_size, self.progress, "CRAFT gradients"):
             index = torch.arange(s.start, s.stop)
-            return x[index // n], index % n
-
-        grads, _ = gradients_generated(as_model(model, device=self._device), len(x) * n,
-                                       inputs_and_concepts, batch_size=self.batch_size,
-                                       progress=self.progress, desc="CRAFT concept gradients")
-        grads = grads.view(len(x), n, *x.shape[1:])
-        return (grads * x[:, None]).sum(2)
+            grads, _ = input_gradient(concept_model, x[index // n], index % n)
+            maps.append((grads * x[index // n]).sum(1))
+        return torch.cat(maps).view(len(x), n, *x.shape[2:])
 
     # -- scores ----------------------------------------------------------------------------
     def concept_metrics(self, images: Any) -> dict[str, float]:
