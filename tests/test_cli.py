@@ -95,7 +95,9 @@ def test_quick_demo_writes_a_report_whose_images_exist(tmp_path, zoo_cache, caps
     assert families <= {m.name for m in config.methods}
 
 
-def test_benchmark_command_runs_a_toml_config_and_resumes(tmp_path, zoo_cache, capsys):
+def test_benchmark_command_runs_a_toml_config_and_resumes(tmp_path, zoo_cache, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `out` is relative to the working directory
     config = tmp_path / "bench.toml"
     config.write_text('''
 out = "results"

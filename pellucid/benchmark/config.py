@@ -158,7 +158,7 @@ class BenchmarkConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> BenchmarkConfig:
-        """Read a TOML file; a relative ``out`` is resolved against the file's folder."""
+        """Read a TOML file (a relative ``out`` is relative to the working directory)."""
         path = Path(path)
         try:
             with path.open("rb") as f:
@@ -167,10 +167,7 @@ class BenchmarkConfig:
             raise FileNotFoundError(f"benchmark config {str(path)!r} does not exist") from None
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"{path} is not valid TOML: {error}") from None
-        result = cls.from_dict(config)
-        if not result.out.is_absolute() and "out" in config:
-            result.out = path.parent / result.out
-        return result
+        return cls.from_dict(config)
 
 
 def load_config(config: BenchmarkConfig | dict | str | Path) -> BenchmarkConfig:
