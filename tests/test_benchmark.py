@@ -158,6 +158,21 @@ def test_changed_parameters_recompute_only_the_cells_they_change(tmp_path):
     assert not np.isin(double, old.iloc[:6]["mean"].to_numpy()).any()
 
 
+def test_another_model_or_data_under_the_same_name_is_not_mistaken_for_finished(tmp_path):
+    run_benchmark(make_config(tmp_path), progress=False)
+    MeanHeatmap.calls = CountingExplainer.calls = 0
+    other_model = make_config(tmp_path, datasets=[
+        DatasetSpec("toy", model=tiny_cnn(seed=1), data=tiny_data())])
+    run_benchmark(other_model, progress=False)
+    assert CountingExplainer.calls == 2 and MeanHeatmap.calls == 6
+
+    MeanHeatmap.calls = CountingExplainer.calls = 0
+    other_data = make_config(tmp_path, datasets=[
+        DatasetSpec("toy", model=tiny_cnn(), data=tiny_data(n=13))])
+    run_benchmark(other_data, progress=False)
+    assert CountingExplainer.calls == 2 and MeanHeatmap.calls == 6
+
+
 def test_masks_reach_localization_metrics_and_restriction_by_dataset(tmp_path):
     config = make_config(
         tmp_path,
@@ -218,6 +233,13 @@ def test_unknown_method_names_the_available_ones(tmp_path):
     config = make_config(tmp_path, methods=["Salincy"])
     with pytest.raises(ValueError, match=r"unknown method 'Salincy'; available: .*Saliency"):
         run_benchmark(config, progress=False)
+
+
+def test_unknown_zoo_model_is_refused_before_any_work(tmp_path):
+    config = make_config(tmp_path, datasets=[DatasetSpec("digits", model="digits_cnm")])
+    with pytest.raises(ValueError, match="unknown model 'digits_cnm'"):
+        run_benchmark(config, progress=False)
+    assert not (tmp_path / "results.csv").exists() and CountingExplainer.calls == 0
 
 
 def test_toml_errors(tmp_path):

@@ -4,8 +4,9 @@ Everything lands in ``config.out``:
 
 - ``results.csv``: one row per (dataset, method, metric) cell, appended and flushed as soon as
   the cell is finished. A rerun reads it and skips the cells already there; a cell is identified
-  by a fingerprint of everything that decides its value (dataset, model, n_samples, seed, method
-  and metric parameters), so changing the config recomputes only what changed.
+  by a fingerprint of everything that decides its value (the dataset, the model: a zoo model's
+  hyperparameters or a module's weights, data given in Python, n_samples, seed, the method's and
+  the metric's parameters), so changing the config recomputes only what changed.
 - ``cache/<dataset>/samples-<fp>.pt``: the explained test inputs, their targets (the model's
   predicted classes), ground-truth masks if any, and the model's test accuracy.
 - ``cache/<dataset>/<method>-<fp>.pt``: the heatmaps of one method, computed once and reused by
@@ -126,7 +127,8 @@ def plan_cells(config: BenchmarkConfig, out_dir: Path) -> Iterator[Cell]:
     """Every cell of the config with its fingerprint and cache paths."""
     for dataset in config.datasets:
         folder = out_dir / "cache" / slug(dataset.name)
-        data_fp = fingerprint([dataset.name, dataset.model_label, config.n_samples, config.seed])
+        data_fp = fingerprint([dataset.name, model_key(dataset.model, config.seed),
+                               data_key(dataset.data), config.n_samples, config.seed])
         for method in config.methods_for(dataset.name):
             method_fp = fingerprint([data_fp, spec_key(method)])
             for metric in config.metrics_for(dataset.name):
@@ -138,6 +140,26 @@ def plan_cells(config: BenchmarkConfig, out_dir: Path) -> Iterator[Cell]:
                     scores_path=folder / f"{slug(method.label)}__{slug(metric.label)}"
                                          f"-{cell_fp}.npz",
                     fingerprint=cell_fp)
+
+
+def model_key(model: Any, seed: int) -> Any:
+    """A zoo model by the zoo's own cache key (name, hyperparameters, seed); a torch module by
+    its weights (retraining it invalidates the cache); any other model object by its repr."""
+    if isinstance(model, str):
+        from .. import zoo
+
+        _, dataset_params, params = zoo.resolve_params(model, {})
+        return [model, zoo.cache_key(model, dataset_params, params, seed)]
+    if isinstance(model, torch.nn.Module):
+        return [type(model).__name__, model.state_dict()]
+    return repr(model)
+
+
+def data_key(data: Any) -> Any:
+    """Data given in Python, by the content of its test split (``None``: loaded by name)."""
+    if data is None:
+        return None
+    return [getattr(data, name, None) for name in ("x_test", "y_test", "masks_test")]
 
 
 def spec_key(spec: ComponentSpec) -> list:
