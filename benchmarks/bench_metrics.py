@@ -87,11 +87,11 @@ class Seconds(float):
 @torch.no_grad()
 def bare_forward(model: nn.Module, images: torch.Tensor, n_inputs: int, batch_size: int) -> None:
     """``n_inputs`` forward passes of inputs already in memory, ``batch_size`` at a time, cycling
-    over 8 batches of distinct images (more than the caches hold, like real inputs)."""
-    pool = images[torch.randint(0, len(images), (8 * batch_size,))] + 0.01 * torch.rand(
-        8 * batch_size, *images.shape[1:])
+    over 32 batches of distinct images (far more than the caches hold, like real inputs)."""
+    pool = images[torch.randint(0, len(images), (32 * batch_size,))] + 0.01 * torch.rand(
+        32 * batch_size, *images.shape[1:])
     for k, start in enumerate(range(0, n_inputs, batch_size)):
-        offset = (k % 8) * batch_size
+        offset = (k % 32) * batch_size
         torch.softmax(model(pool[offset:offset + min(batch_size, n_inputs - start)]), 1)
 
 
@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     model = small_cnn()
@@ -126,16 +127,15 @@ def main() -> None:
 
     deletion = Deletion(model, batch_size=args.batch_size, progress=False)
     insertion = Insertion(model, batch_size=args.batch_size, progress=False)
-    # the batched runs are the best of 2 (the first warms the memory allocator up); the loop
-    # warms up within its first images
-    (d, t_del) = timed(deletion, images, heatmaps, repeats=2)
-    (i, t_ins) = timed(insertion, images, heatmaps, repeats=2)
+    # every time is the best of --repeats runs (the first also warms the memory allocator up)
+    r = args.repeats
+    (d, t_del) = timed(deletion, images, heatmaps, repeats=r)
+    (i, t_ins) = timed(insertion, images, heatmaps, repeats=r)
     t_pellucid = t_del + t_ins
     _, t_bare = timed(bare_forward, model, images, 2 * args.images * points, args.batch_size,
-                      repeats=2)
-    rise_loop(model, images[:2], heatmaps[:2], "del", step)
-    (d_ref, t_loop_del) = timed(rise_loop, model, images, heatmaps, "del", step)
-    (i_ref, t_loop_ins) = timed(rise_loop, model, images, heatmaps, "ins", step)
+                      repeats=r)
+    (d_ref, t_loop_del) = timed(rise_loop, model, images, heatmaps, "del", step, repeats=r)
+    (i_ref, t_loop_ins) = timed(rise_loop, model, images, heatmaps, "ins", step, repeats=r)
     t_loop = t_loop_del + t_loop_ins
     error = max(np.abs(d.curves - d_ref).max(), np.abs(i.curves - i_ref).max())
 
@@ -154,10 +154,10 @@ def main() -> None:
     steps = 3 * hw // features_in_step  # forward passes per image in Quantus
     our_step = math.ceil(hw / steps)  # pellucid: the same number of steps (+ the start point)
     same_steps = Deletion(model, step=our_step, batch_size=args.batch_size, progress=False)
-    _, t_ours = timed(same_steps, images, heatmaps, repeats=2)
+    _, t_ours = timed(same_steps, images, heatmaps, repeats=r)
     targets = torch.as_tensor(d.details["targets"])
     _, t_quantus = timed(quantus_pixel_flipping, model, images, heatmaps, targets,
-                         features_in_step, args.batch_size, repeats=2)
+                         features_in_step, args.batch_size, repeats=r)
     ours_points = math.ceil(hw / our_step) + 1
     print(f"deletion only, {steps} steps: pellucid {t_ours} ({ours_points} passes per image), "
           f"Quantus PixelFlipping {t_quantus} ({steps} passes per image): Quantus / pellucid "

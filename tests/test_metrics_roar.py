@@ -116,3 +116,16 @@ def test_bad_arguments_raise():
         Roar(logistic).evaluate(x, y, h, x, y[:10], h)
     with pytest.raises(ValueError, match="x_test"):
         Roar(logistic).evaluate(x, y, h, x[:, :5], y, h[:, :5])
+
+
+def test_removed_pixels_get_the_training_channel_means_and_kar_keeps_what_roar_removes():
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 3, 4, 5, generator=g)
+    fill = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+    ranks = roar.descending_ranks(torch.rand(3, 4, 5, generator=g))
+    removed = Roar(logistic)._degrade(x, ranks, 0.25, fill)  # 5 of 20 pixels
+    kept = Kar(logistic)._degrade(x, ranks, 0.25, fill)
+    top = (ranks < 5).view(3, 1, 4, 5).expand_as(x)
+    assert torch.equal(removed[~top], x[~top]) and torch.equal(kept[top], x[top])
+    assert torch.equal(removed[top], fill.expand_as(x)[top])
+    assert torch.equal(kept[~top], fill.expand_as(x)[~top])
