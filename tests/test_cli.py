@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import pellucid
 from pellucid.benchmark.demo import demo_config
@@ -68,7 +69,9 @@ def test_no_command_prints_help(capsys):
 
 def test_quick_demo_writes_a_report_whose_images_exist(tmp_path, zoo_cache, capsys):
     out = tmp_path / "demo"
+    threads = torch.get_num_threads()
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert torch.get_num_threads() == threads  # the demo's single thread is given back
     printed = capsys.readouterr().out
     index = out / "index.html"
     assert f"report: {index.resolve()}" in printed
