@@ -98,7 +98,8 @@ class Road(SeededMetric):
         order: ``"both"`` (score LeRF - MoRF area), ``"morf"`` or ``"lerf"``.
         noise: std of the Gaussian noise added to imputed pixels (0.01).
         probabilities: curves of the target's softmax probability (True) or raw output.
-        seed: seed of that noise.
+        seed: seed of that noise (drawn batch after batch: the same seed and batch_size give
+            the same result; with ``noise=0`` the result does not depend on batch_size).
     """
 
     name = "road"
