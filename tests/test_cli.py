@@ -133,3 +133,12 @@ name = "PointingGame"
 def test_benchmark_command_reports_config_errors(tmp_path, capsys):
     assert main(["benchmark", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_tells_how_to_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pellucid.benchmark.run_benchmark", interrupted)
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
