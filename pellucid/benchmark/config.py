@@ -53,6 +53,8 @@ class ComponentSpec:
     datasets: list[str] | None = None
 
     def __post_init__(self):
+        if not isinstance(self.name, (str, type)):
+            raise TypeError(f"name must be a class name or a class, got {self.name!r}")
         if not isinstance(self.params, dict):
             raise TypeError(f"params of {_display_name(self.name)} must be a table/dict of "
                             f"keyword arguments, got {type(self.params).__name__}")
@@ -71,8 +73,10 @@ class MethodSpec(ComponentSpec):
 
 
 class MetricSpec(ComponentSpec):
-    """A metric: ``name`` is a class of :mod:`pellucid.metrics` (or any class with the same
-    call convention ``metric(model, **params)(inputs, heatmaps, targets)``)."""
+    """A metric: ``name`` is a class of :mod:`pellucid.metrics` that scores heatmaps, either a
+    model metric (Deletion, Insertion, MuFidelity, Road, ...: built with the model, called on
+    inputs, heatmaps and targets) or a localization metric (PointingGame, RelevanceMass, ...:
+    called on heatmaps and ground-truth masks)."""
 
 
 @dataclass

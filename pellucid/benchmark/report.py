@@ -6,7 +6,8 @@ folder (``results.csv`` and the cache) and writes ``index.html`` and ``figures/*
 - per dataset: the model and its test accuracy, a summary table (methods x metrics, mean ± std,
   an arrow giving each metric's direction, the best value in bold, methods sorted by their mean
   rank over the metrics), a method x image grid of heatmaps, and the insertion/deletion curves;
-- the timings: explanation seconds per sample and metric seconds per cell.
+- the timings: explanation seconds per input, and the seconds all metrics took on each
+  method's heatmaps.
 
 Images are referenced by relative paths, so the folder can be moved or zipped as a whole.
 """
