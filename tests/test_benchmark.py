@@ -319,3 +319,8 @@ def test_report_of_a_tabular_benchmark_has_feature_bars_and_curves(tmp_path):
 def test_report_before_any_result_says_so(tmp_path):
     with pytest.raises(ValueError, match="run the benchmark first"):
         write_report(make_config(tmp_path))
+
+
+def test_a_method_name_must_be_a_name_or_a_class():
+    with pytest.raises(TypeError, match="name must be a class name or a class, got 3"):
+        MethodSpec(3)
