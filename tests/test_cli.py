@@ -98,7 +98,7 @@ def test_quick_demo_writes_a_report_whose_images_exist(tmp_path, zoo_cache, caps
     assert results["mean"].notna().all()
     # every method family of pellucid.explain is in the demo
     families = {"Saliency", "IntegratedGradients", "Occlusion", "Rise", "SobolAttribution",
-                "DeepLift", "GradCAM"}
+                "DeepLift", "HiResCAM"}
     assert families <= {m.name for m in config.methods}
 
 

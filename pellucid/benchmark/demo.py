@@ -29,7 +29,10 @@ def demo_config(out: str | Path = "pellucid-demo", *, quick: bool = False) -> Be
         MethodSpec("SobolAttribution", {"nb_design": 32 // draws, "grid_size": 4},
                    label="Sobol"),
         MethodSpec("DeepLift"),
-        MethodSpec("GradCAM"),
+        # HiResCAM, not Grad-CAM: these CNNs end in flatten + linear, where Grad-CAM's averaged
+        # gradients leave 12 of 16 digits maps negative (all zero after its ReLU); HiResCAM is
+        # the CAM that stays faithful to such heads (Draelos & Carin, 2020).
+        MethodSpec("HiResCAM"),
         MethodSpec("Random"),
     ]
     metrics = [
