@@ -20,6 +20,26 @@ def small_mlp(n_features: int = 6, n_classes: int = 3, seed: int = 0) -> nn.Modu
     return nn.Sequential(nn.Linear(n_features, 16), nn.ReLU(), nn.Linear(16, n_classes)).eval()
 
 
+def linear_model(weights, bias=0.0) -> nn.Module:
+    """One-output linear model ``w . x + bias`` with the given weights, eval mode."""
+    layer = nn.Linear(len(weights), 1)
+    with torch.no_grad():
+        layer.weight[:] = torch.as_tensor(weights, dtype=torch.float32)
+        layer.bias[:] = bias
+    return layer.eval()
+
+
+class Recorder:
+    """A numpy callable model that keeps every batch it sees."""
+
+    def __init__(self, function):
+        self.function, self.batches = function, []
+
+    def __call__(self, array):
+        self.batches.append(array.copy())
+        return self.function(array)
+
+
 @pytest.fixture
 def cnn():
     return small_cnn()

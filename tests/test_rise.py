@@ -12,26 +12,7 @@ from torch import nn
 from pellucid.explain._masks import RiseMaskDesign
 from pellucid.explain.rise import Rise
 
-from conftest import small_cnn
-
-
-def linear_model(weights, bias=0.0):
-    layer = nn.Linear(len(weights), 1)
-    with torch.no_grad():
-        layer.weight[:] = torch.as_tensor(weights, dtype=torch.float32)
-        layer.bias[:] = bias
-    return layer.eval()
-
-
-class Recorder:
-    """A numpy callable model that keeps every batch it sees."""
-
-    def __init__(self, function):
-        self.function, self.batches = function, []
-
-    def __call__(self, array):
-        self.batches.append(array.copy())
-        return self.function(array)
+from conftest import Recorder, linear_model, small_cnn
 
 
 @pytest.mark.parametrize("n_outputs", [1, 2])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import small_cnn
+from conftest import Recorder, linear_model, small_cnn
 from torch import nn
 
 from pellucid._baselines import gaussian_blur
@@ -86,25 +86,6 @@ def test_estimators_reject_mismatched_shapes():
 
 
 # --- SobolAttribution -------------------------------------------------------------------------
-
-def linear_model(weights, bias=0.0):
-    layer = nn.Linear(len(weights), 1)
-    with torch.no_grad():
-        layer.weight[:] = torch.as_tensor(weights, dtype=torch.float32)
-        layer.bias[:] = bias
-    return layer.eval()
-
-
-class Recorder:
-    """A numpy callable model that keeps every batch it sees."""
-
-    def __init__(self, function):
-        self.function, self.batches = function, []
-
-    def __call__(self, array):
-        self.batches.append(array.copy())
-        return self.function(array)
-
 
 def additive_indices(weights, x):
     contributions = (weights * x) ** 2
