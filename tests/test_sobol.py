@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import Recorder, linear_model, small_cnn
-from torch import nn
 
 from pellucid._baselines import gaussian_blur
 from pellucid.explain.sobol import SobolAttribution
