@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .._validation import check_non_negative
 from .base import Dataset, check_count, check_fraction, standardize, stratified_split

@@ -14,7 +14,7 @@ import torch
 from .._batching import predict_batched
 from .._validation import (check_input_matches_module, check_inputs, check_positive_int,
                            check_seed, check_targets, check_white_box)
-from ..models import Model, as_model
+from ..models import as_model
 
 
 class Explainer:
