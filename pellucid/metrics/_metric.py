@@ -13,7 +13,7 @@ expensive work, then hands tensors to ``_evaluate``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -107,6 +107,18 @@ def descending_ranks(heatmaps: torch.Tensor) -> torch.Tensor:
     order = torch.argsort(flat, dim=1, descending=True, stable=True)
     positions = torch.arange(flat.shape[1]).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def runs_by_sample(s: slice, per_sample: int) -> Iterator[tuple[int, slice, slice]]:
+    """For a chunk ``s`` of items ordered sample by sample (``per_sample`` items each): every
+    sample it touches, the positions of that sample's items in the chunk and their indices
+    within the sample. A chunk of ``batch_size`` items touches at most
+    ``batch_size / per_sample + 2`` samples."""
+    for sample in range(s.start // per_sample, (s.stop - 1) // per_sample + 1):
+        first = max(s.start, sample * per_sample)
+        last = min(s.stop, (sample + 1) * per_sample)
+        yield (sample, slice(first - s.start, last - s.start),
+               slice(first - sample * per_sample, last - sample * per_sample))
 
 
 def target_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

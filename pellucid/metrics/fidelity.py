@@ -32,7 +32,7 @@ from .._baselines import check_baseline
 from .._batching import predict_batched, predict_generated
 from .._validation import check_positive_int, check_probability
 from ._metric import (ModelMetric, SeededMetric, descending_ranks, normalized_auc, pearson_rows,
-                      target_scores)
+                      runs_by_sample, target_scores)
 from ._substrates import make_substrate
 from .base import MetricResult
 
@@ -65,12 +65,17 @@ class _CausalMetric(ModelMetric):
         start, finish = (x, substrate) if self.starts_from_input else (substrate, x)
         start, finish = start.to(device), finish.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_pixels)
+        buffer = torch.empty((min(self.batch_size, n * points), *x.shape[1:]), device=device)
 
         def make_inputs(s: slice) -> torch.Tensor:
-            index = torch.arange(s.start, s.stop, device=device)
-            sample = index // points
-            replaced = ranks[sample] < changed[index % points, None]
-            return torch.where(replaced.view(mask_shape), finish[sample], start[sample])
+            # one reused buffer, no gathered copies: fresh large tensors per batch cost page
+            # faults (the model reads its input before the next batch is built)
+            out = buffer[:s.stop - s.start]
+            for sample, rows, steps in runs_by_sample(s, points):
+                replaced = ranks[sample] < changed[steps, None]
+                torch.where(replaced.view(mask_shape), finish[sample], start[sample],
+                            out=out[rows])
+            return out
 
         scores = predict_generated(self._model, n * points, make_inputs,
                                    batch_size=self.batch_size,
@@ -187,16 +192,17 @@ class MuFidelity(SeededMetric):
         device = self._model.device  # perturbed inputs are built where the model runs
         substrate, inputs = make_substrate(self.baseline, x).to(device), x.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_cells)
+        buffer = torch.empty((min(self.batch_size, n * nb), *x.shape[1:]), device=device)
 
         def make_inputs(s: slice) -> torch.Tensor:
-            index = torch.arange(s.start, s.stop)
-            sample = index // nb
-            cells = torch.zeros(len(index), n_cells, dtype=torch.bool).scatter_(
-                1, subsets[sample, index % nb], True)
-            pixels = cells if cell_of_pixel is None else cells[:, cell_of_pixel]
-            sample = sample.to(device)
-            return torch.where(pixels.to(device).view(mask_shape), substrate[sample],
-                               inputs[sample])
+            out = buffer[:s.stop - s.start]  # reused, as in Deletion
+            for sample, rows, draws in runs_by_sample(s, nb):
+                cells = torch.zeros(rows.stop - rows.start, n_cells, dtype=torch.bool).scatter_(
+                    1, subsets[sample, draws], True)
+                pixels = cells if cell_of_pixel is None else cells[:, cell_of_pixel]
+                torch.where(pixels.to(device).view(mask_shape), substrate[sample],
+                            inputs[sample], out=out[rows])
+            return out
 
         original = target_scores(predict_batched(self._model, x, batch_size=self.batch_size,
                                                  probabilities=self.probabilities), targets)
