@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     model = small_cnn()
@@ -127,7 +127,7 @@ def main() -> None:
 
     deletion = Deletion(model, batch_size=args.batch_size, progress=False)
     insertion = Insertion(model, batch_size=args.batch_size, progress=False)
-    # every time is the best of --repeats runs (the first also warms the memory allocator up)
+    # every time is the best of --repeats runs (the first ones also warm the allocator up)
     r = args.repeats
     (d, t_del) = timed(deletion, images, heatmaps, repeats=r)
     (i, t_ins) = timed(insertion, images, heatmaps, repeats=r)
