@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pellucid.metrics import Deletion, Insertion
-from pellucid.metrics._substrates import rise_blur
+from pellucid._baselines import gaussian_blur
 
 
 def small_cnn(n_classes: int = 10) -> nn.Module:
@@ -45,7 +45,7 @@ def rise_loop(model: nn.Module, images: torch.Tensor, heatmaps: torch.Tensor, mo
     for k in range(n):
         image = images[k:k + 1]
         c = int(softmax_model(image).argmax(1))
-        substrate = torch.zeros_like(image) if mode == "del" else rise_blur(image)
+        substrate = torch.zeros_like(image) if mode == "del" else gaussian_blur(image)
         start, finish = (image.clone(), substrate) if mode == "del" else (substrate, image.clone())
         order = np.flip(np.argsort(heatmaps[k].numpy().reshape(-1)))
         for i in range(n_steps + 1):

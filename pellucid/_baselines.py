@@ -3,8 +3,8 @@
 ``baseline`` is, everywhere in pellucid:
 - a number: a constant input;
 - a tensor/array broadcastable to the inputs (one reference per input, or one for all);
-- ``"blur"``: a Gaussian blur of each image (kernel 11, sigma 5, as in the RISE insertion
-  protocol); for tabular inputs this is not defined and raises;
+- ``"blur"``: each image blurred as in the RISE reference code (:func:`gaussian_blur`,
+  kernel 11, sigma 5); for tabular inputs this is not defined and raises;
 - ``"mean"``: each image's per-channel mean; for tabular inputs the per-feature mean of the
   batch being explained (pass a background mean as a tensor to choose another).
 """
@@ -57,16 +57,28 @@ def make_baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
                          f"inputs of shape {tuple(x.shape)}") from error
 
 
-def gaussian_kernel1d(kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Normalized 1-D Gaussian, centred, ``kernel_size`` taps."""
-    offsets = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
-    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
-    return kernel / kernel.sum()
+def gaussian_kernel1d(kernel_size: int = 11, sigma: float = 5.0, truncate: float = 4.0
+                      ) -> torch.Tensor:
+    """1-D factor of the blur kernel of the RISE reference code (eclique/RISE ``gkern``:
+    ``scipy.ndimage.gaussian_filter(dirac, sigma)`` on a ``kernel_size`` window): a unit impulse
+    at the window's centre filtered by a Gaussian of radius ``int(truncate * sigma + 0.5)``
+    with half-sample symmetric (``reflect``) borders, i.e. a Gaussian folded back into the
+    window (flatter than a truncated one: centre tap 0.0088 against 0.0120 for 11 taps,
+    sigma 5). Sums to 1; the 2-D kernel is its outer product with itself."""
+    radius = int(truncate * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-offsets**2 / (2 * sigma**2))
+    weights = weights / weights.sum()
+    positions = (torch.arange(kernel_size)[:, None] + offsets.long()[None, :]) % (2 * kernel_size)
+    reflected = torch.where(positions < kernel_size, positions, 2 * kernel_size - 1 - positions)
+    return (weights * (reflected == kernel_size // 2)).sum(1).float()
 
 
 def gaussian_blur(x: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Separable Gaussian blur of images ``(N, C, H, W)`` per channel, zero padding 'same'
-    (the convolution of the RISE reference code, ``nn.Conv2d`` with ``padding=k//2``)."""
+    """The blur of the RISE reference code: each channel of ``(N, C, H, W)`` images convolved
+    with :func:`gaussian_kernel1d` along both axes, zero padding ``kernel_size // 2``
+    (``conv2d(x, gkern, padding=5)`` there). The one ``"blur"`` of pellucid: explainers'
+    baselines and the insertion metric's substrate alike."""
     kernel = gaussian_kernel1d(kernel_size, sigma).to(x.device, x.dtype)
     channels = x.shape[1]
     pad = kernel_size // 2

@@ -6,7 +6,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from pellucid.metrics import Deletion, Insertion, MetricResult, MuFidelity
-from pellucid.metrics._substrates import rise_blur, rise_kernel1d
+from pellucid._baselines import gaussian_blur, gaussian_kernel1d
 
 from conftest import small_cnn
 
@@ -80,13 +80,13 @@ def test_deletion_and_insertion_equal_the_rise_reference(step):
 
 
 def test_rise_blur_is_the_reference_gaussian_filter_kernel():
-    k1 = rise_kernel1d(11, 5.0).double()
+    k1 = gaussian_kernel1d(11, 5.0).double()
     dirac = np.zeros((11, 11))
     dirac[5, 5] = 1
     np.testing.assert_allclose(np.outer(k1, k1), gaussian_filter(dirac, 5), atol=1e-7)
     x = torch.rand(2, 3, 12, 9, generator=torch.Generator().manual_seed(0))
     reference = nn.functional.conv2d(x, rise_gkern(11, 5, 3), padding=5)
-    torch.testing.assert_close(rise_blur(x), reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(gaussian_blur(x), reference, atol=1e-6, rtol=0)
 
 
 def test_results_do_not_depend_on_batch_size(cnn, images):

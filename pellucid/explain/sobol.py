@@ -41,7 +41,7 @@ class SobolAttribution(MaskExplainer):
 
     - ``"inpainting"``: ``x * M + (1 - M) * baseline`` (``baseline`` 0 by default; the other
       perturbations ignore ``baseline``);
-    - ``"blur"``: ``x * M + (1 - M) * blur(x)``, images only; a Gaussian blur (kernel 11,
+    - ``"blur"``: ``x * M + (1 - M) * blur(x)``, images only; RISE's Gaussian blur (kernel 11,
       sigma 5, :func:`pellucid._baselines.gaussian_blur`) where the reference code used a
       10 x 10 box filter;
     - ``"amplitude"``: ``x * (M - 1/2) * sigma``, the operator Fel et al.'s reference code and

@@ -14,7 +14,7 @@ eclique/RISE ``evaluation.CausalMetric``):
   unchanged start;
 - Deletion starts from the input and replaces pixels by the substrate (default 0); Insertion
   starts from the substrate (default RISE's blur, kernel 11 sigma 5, see
-  :mod:`pellucid.metrics._substrates`; tabular: 0) and puts back the original pixels;
+  :func:`pellucid._baselines.gaussian_blur`; tabular: 0) and puts back the original pixels;
 - the score is RISE's normalized area ``(sum(curve) - curve[0]/2 - curve[-1]/2) / n_steps``.
 
 Every (input, step) pair is built lazily one batch at a time and sent through
@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 
-from .._baselines import check_baseline
+from .._baselines import check_baseline, make_baseline
 from .._batching import predict_batched, predict_generated
 from .._validation import check_positive_int, check_probability
 from ._metric import (ModelMetric, SeededMetric, descending_ranks, normalized_auc, pearson_rows,
                       runs_by_sample, target_scores)
-from ._substrates import make_substrate
 from .base import MetricResult
 
 
@@ -61,7 +60,7 @@ class _CausalMetric(ModelMetric):
         changed = (torch.arange(points, device=device) * step).clamp(max=n_pixels)
         ranks = descending_ranks(heatmaps).to(device)
         baseline = self._default_baseline(x) if self.baseline is None else self.baseline
-        substrate = make_substrate(baseline, x)
+        substrate = make_baseline(baseline, x)
         start, finish = (x, substrate) if self.starts_from_input else (substrate, x)
         start, finish = start.to(device), finish.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_pixels)
@@ -190,7 +189,7 @@ class MuFidelity(SeededMetric):
         attribution_sums = cell_attributions.gather(1, subsets.view(n, -1)).view(
             n, nb, subset_size).sum(-1)
         device = self._model.device  # perturbed inputs are built where the model runs
-        substrate, inputs = make_substrate(self.baseline, x).to(device), x.to(device)
+        substrate, inputs = make_baseline(self.baseline, x).to(device), x.to(device)
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_cells)
         buffer = torch.empty((min(self.batch_size, n * nb), *x.shape[1:]), device=device)
 
