@@ -121,7 +121,8 @@ class CallableModel(Model):
         self.function = function
 
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.function(x.detach().cpu().numpy())
+        # a copy: a function that changes its argument in place must not reach the caller's data
+        out = self.function(x.detach().cpu().numpy().copy())
         return torch.as_tensor(np.asarray(out, dtype=np.float32))
 
 

@@ -77,3 +77,13 @@ def test_predict_does_not_change_training_mode():
     with pytest.warns(UserWarning, match="training mode"):
         as_model(module).predict(torch.randn(2, 4))
     assert module.training
+
+
+def test_callable_that_changes_its_argument_in_place_does_not_reach_the_inputs():
+    def normalizing_in_place(a):
+        a -= a.mean(axis=1, keepdims=True)
+        return a[:, :2]
+
+    x = torch.arange(6.0).reshape(2, 3)
+    as_model(normalizing_in_place).predict(x)
+    torch.testing.assert_close(x, torch.arange(6.0).reshape(2, 3))
