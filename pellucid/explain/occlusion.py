@@ -56,21 +56,27 @@ class Occlusion(Explainer):
         images = as_images(x.to(self._model.device))
         baseline = as_images(make_baseline(self.baseline, x).to(images.device))
         rows, cols, (height, width) = self._windows(x.shape)
-        n_windows = len(rows)
         # copy 0 of each input is the input itself (its window starts past the border)
-        rows = torch.cat([torch.tensor([images.shape[2]]), rows]).to(images.device)
-        cols = torch.cat([torch.tensor([images.shape[3]]), cols]).to(images.device)
-        k = n_windows + 1
+        row_starts = [images.shape[2], *rows.tolist()]
+        col_starts = [images.shape[3], *cols.tolist()]
+        k = len(row_starts)
+
+        buffer = torch.empty(0, *images.shape[1:], device=images.device)
 
         def make_inputs(s: slice) -> torch.Tensor:
-            items = torch.arange(s.start, s.stop, device=images.device)
-            sample, window = items // k, items % k
-            inside_rows = window_mask(rows[window], height, images.shape[2])
-            inside_cols = window_mask(cols[window], width, images.shape[3])
-            hidden = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
-            occluded = torch.where(hidden, baseline.index_select(0, sample),
-                                   images.index_select(0, sample))
-            return occluded.reshape(len(items), *x.shape[1:])
+            # one copy of the inputs into a reused buffer, then each window's slice overwritten
+            # by the baseline (copy 0 has its window past the border: an empty slice)
+            nonlocal buffer
+            sample = torch.arange(s.start, s.stop) // k
+            window = torch.arange(s.start, s.stop) % k
+            if len(buffer) < len(sample):
+                buffer = torch.empty(len(sample), *images.shape[1:], device=images.device)
+            out = buffer[:len(sample)]
+            torch.index_select(images, 0, sample.to(images.device), out=out)
+            for j, (n, w) in enumerate(zip(sample.tolist(), window.tolist())):
+                r, c = row_starts[w], col_starts[w]
+                out[j, :, r:r + height, c:c + width] = baseline[n, :, r:r + height, c:c + width]
+            return out.view(len(sample), *x.shape[1:])
 
         scores = predict_generated(self._model, len(x) * k, make_inputs,
                                    batch_size=self.batch_size, probabilities=self.probabilities,
@@ -79,7 +85,7 @@ class Occlusion(Explainer):
         drops = scores[:, :1] - scores[:, 1:]
         total = torch.zeros(len(x), images.shape[2], images.shape[3])
         count = torch.zeros(images.shape[2], images.shape[3])
-        for drop, row, col in zip(drops.T, rows[1:].tolist(), cols[1:].tolist()):
+        for drop, row, col in zip(drops.T, row_starts[1:], col_starts[1:]):
             total[:, row:row + height, col:col + width] += drop[:, None, None]
             count[row:row + height, col:col + width] += 1
         heatmaps = total / count
@@ -133,12 +139,6 @@ def window_starts(length: int, patch: int, stride: int) -> list[int]:
     if starts[-1] != length - patch:
         starts.append(length - patch)
     return starts
-
-
-def window_mask(starts: torch.Tensor, size: int, length: int) -> torch.Tensor:
-    """``(B, length)`` booleans: positions inside ``[start, start + size)`` for each start."""
-    positions = torch.arange(length, device=starts.device)
-    return (positions >= starts[:, None]) & (positions < starts[:, None] + size)
 
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
