@@ -17,8 +17,10 @@ Black-box passes run under ``torch.inference_mode()`` and never change the model
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Callable
+import weakref
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -156,13 +158,32 @@ def has_stochastic_training_layers(module: nn.Module) -> bool:
     return any(isinstance(m, kinds) and m.training for m in module.modules())
 
 
-_warned_modules: set[int] = set()
+@contextlib.contextmanager
+def preserved_running_stats(module: nn.Module | None) -> Iterator[None]:
+    """Put back the running statistics (``running_mean``, ``running_var``,
+    ``num_batches_tracked``) of batch-norm layers in training mode when the block ends, even on
+    an exception: forward passes in training mode update them, and pellucid never changes a
+    user's model. (Their outputs still use batch statistics: see :func:`warn_training_mode`.)"""
+    saved = {} if module is None else {
+        (layer, name): buffer.clone()
+        for layer in module.modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training
+        for name, buffer in layer.named_buffers(recurse=False) if buffer is not None}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for (layer, name), value in saved.items():
+                getattr(layer, name).copy_(value)
+
+
+_warned_modules: weakref.WeakSet = weakref.WeakSet()  # not ids: a freed model's id is reused
 
 
 def warn_training_mode(module: nn.Module) -> None:
     """Warn once per module: dropout/batch-norm in train mode make explanations random."""
-    if id(module) not in _warned_modules:
-        _warned_modules.add(id(module))
+    if module not in _warned_modules:
+        _warned_modules.add(module)
         warnings.warn(
             f"{type(module).__name__} is in training mode; pellucid never changes the mode. "
             "Call model.eval() first for deterministic explanations.",

@@ -14,7 +14,7 @@ import torch
 from .._batching import predict_batched
 from .._validation import (check_input_matches_module, check_inputs, check_positive_int,
                            check_seed, check_targets, check_white_box)
-from ..models import as_model
+from ..models import as_model, preserved_running_stats
 
 
 class Explainer:
@@ -68,8 +68,9 @@ class Explainer:
         if self._model.module is not None:
             check_input_matches_module(x, self._model.module)
         self._check_inputs(x)
-        t = self.resolve_targets(x, targets)
-        heatmaps = self._explain(x, t)
+        with preserved_running_stats(self._model.module):
+            t = self.resolve_targets(x, targets)
+            heatmaps = self._explain(x, t)
         return heatmaps.detach().float().cpu().contiguous()
 
     __call__ = explain

@@ -21,7 +21,7 @@ import torch
 from .._validation import (check_heatmaps, check_input_matches_module, check_inputs,
                            check_positive_int, check_seed)
 from ..explain.base import Explainer
-from ..models import as_model
+from ..models import as_model, preserved_running_stats
 from .base import MetricResult
 
 
@@ -66,13 +66,14 @@ class ModelMetric(Metric):
             check_input_matches_module(x, self._model.module)
         self._check_inputs(x)
         h = check_heatmaps(heatmaps, x)
-        t = self.resolve_targets(x, targets)
-        if self.probabilities and self._model.predict(x[:1]).shape[1] == 1:
-            raise ValueError(f"{type(self).__name__} scores softmax probabilities, but the model "
-                             "has a single output (a regression or one binary score?), whose "
-                             "softmax is always 1; pass probabilities=False to use the raw "
-                             "output")
-        return self._evaluate(x, h, t)
+        with preserved_running_stats(self._model.module):
+            t = self.resolve_targets(x, targets)
+            if self.probabilities and self._model.predict(x[:1]).shape[1] == 1:
+                raise ValueError(f"{type(self).__name__} scores softmax probabilities, but the "
+                                 "model has a single output (a regression or one binary "
+                                 "score?), whose softmax is always 1; pass probabilities=False "
+                                 "to use the raw output")
+            return self._evaluate(x, h, t)
 
     evaluate = __call__
 
