@@ -35,7 +35,7 @@ from .. import explain as explain_module
 from .. import metrics as metrics_module
 from .._batching import predict_batched
 from ..metrics._metric import ModelMetric, SeededMetric
-from ..metrics.localization import _LocalizationMetric as LocalizationMetric
+from ..metrics.localization import LocalizationMetric
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config

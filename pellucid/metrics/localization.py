@@ -28,7 +28,7 @@ def as_mask(masks: Any) -> torch.Tensor:
     raise TypeError(f"masks must be a torch.Tensor or numpy array, got {type(masks).__name__}")
 
 
-class _LocalizationMetric(Metric):
+class LocalizationMetric(Metric):
     """``metric(heatmaps, masks) -> MetricResult``; subclasses implement ``_scores``."""
 
     images_only = False
@@ -64,7 +64,7 @@ class _LocalizationMetric(Metric):
         return {}
 
 
-class PointingGame(_LocalizationMetric):
+class PointingGame(LocalizationMetric):
     """Pointing game (Zhang et al., 2018, "Top-down Neural Attention by Excitation Backprop"):
     a hit (1.0) when the heatmap's maximum lies within ``tolerance`` pixels (Euclidean distance)
     of the ground-truth mask, else a miss (0.0); ``mean`` is the accuracy.
@@ -103,7 +103,7 @@ class PointingGame(_LocalizationMetric):
         return {"tolerance": self.pixels_of_tolerance(*heatmaps.shape[1:])}
 
 
-class RelevanceMass(_LocalizationMetric):
+class RelevanceMass(LocalizationMetric):
     """Relevance mass accuracy (Arras, Osman, Samek, 2022, "CLEVR-XAI"): the share of the
     positive relevance that falls inside the mask, ``sum_{mask} max(R, 0) / sum max(R, 0)``;
     NaN when a heatmap has no positive value."""
@@ -118,7 +118,7 @@ class RelevanceMass(_LocalizationMetric):
                            torch.full_like(total, float("nan")))
 
 
-class RelevanceRankAccuracy(_LocalizationMetric):
+class RelevanceRankAccuracy(LocalizationMetric):
     """Relevance rank accuracy (Arras, Osman, Samek, 2022): with K the mask's size, the fraction
     of the K highest-ranked pixels that lie inside the mask (ties keep row-major order)."""
 
