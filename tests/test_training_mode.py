@@ -69,3 +69,17 @@ def test_the_training_mode_warning_comes_once_per_model():
             make("Saliency", model).explain(torch.rand(2, 3, 16, 16), 1)
         make("Saliency", batchnorm_cnn_in_training_mode()).explain(torch.rand(2, 3, 16, 16), 1)
     assert sum("training mode" in str(w.message) for w in caught) == 2
+
+
+@pytest.mark.filterwarnings("ignore:.*training mode")
+def test_craft_leaves_batchnorm_statistics_as_they_were():
+    from pellucid.explain import Craft
+    model = batchnorm_cnn_in_training_mode()  # g = conv-bn-relu (non-negative), h = the rest
+    before = snapshot(model)
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    craft = Craft(model, layer=3, n_concepts=3, nb_design=4, progress=False)
+    craft.fit(images, targets=1)
+    craft.transform(images)
+    craft.concept_maps(images)
+    craft.estimate_importance(images, targets=1)
+    assert_unchanged(before, model)

@@ -19,6 +19,7 @@ and ``h`` (activations -> logits):
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Callable
 
@@ -30,7 +31,8 @@ from ..._baselines import upsample
 from ..._batching import input_gradient, iter_slices, predict_batched
 from ..._validation import (check_choice, check_input_matches_module, check_inputs,
                             check_positive_int, check_seed, check_targets)
-from ...models import as_model, has_stochastic_training_layers, module_device, warn_training_mode
+from ...models import (as_model, has_stochastic_training_layers, module_device,
+                       preserved_running_stats, warn_training_mode)
 from ..sobol_estimators import check_power_of_two
 from ._params import init_params, params_repr
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
@@ -39,6 +41,19 @@ from .metrics import ConceptScores
 from .modules import ConceptHead, ConceptModel, pool_activations, split_sequential
 
 _MODEL_ARGUMENTS = ("model_or_g", "h")
+
+
+
+def _keeps_model_state(method: Callable) -> Callable:
+    """Public methods run the user's model: the running statistics that forward passes update
+    in train-mode batch-norm layers are put back afterwards, even on an exception."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with preserved_running_stats(self._g), preserved_running_stats(self._h):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Craft:
@@ -97,6 +112,7 @@ class Craft:
         return params_repr(self, exclude=_MODEL_ARGUMENTS)
 
     # -- fit / transform -----------------------------------------------------------------
+    @_keeps_model_state
     def fit(self, images: Any, targets: Any = None) -> "Craft":
         """Extract ``n_concepts`` concepts from random crops of ``images`` (one class).
 
@@ -123,6 +139,7 @@ class Craft:
         self.crop_boxes_, self.crop_size_ = torch.as_tensor(boxes), crop_size
         return self
 
+    @_keeps_model_state
     def transform(self, images: Any) -> torch.Tensor:
         """Concept coefficients ``U`` ``(N, n_concepts)`` of the spatially averaged
         activations (as the crops in ``fit``)."""
@@ -135,6 +152,7 @@ class Craft:
         """``fit(images, targets)`` then ``transform(images)``."""
         return self.fit(images, targets).transform(images)
 
+    @_keeps_model_state
     def spatial_coefficients(self, images: Any) -> torch.Tensor:
         """``U`` of every spatial activation vector: ``(N, n_concepts, h, w)`` at the
         layer's resolution (``(N, n_concepts)`` when ``g`` outputs vectors)."""
@@ -143,6 +161,7 @@ class Craft:
                           for s in iter_slices(len(x), self.batch_size, self.progress,
                                                "CRAFT coefficients")])
 
+    @_keeps_model_state
     def concept_maps(self, images: Any) -> torch.Tensor:
         """Where each concept is present: spatial coefficients upsampled (bilinear) to the
         input size, ``(N, n_concepts, H, W)`` float32."""
@@ -154,6 +173,7 @@ class Craft:
         return upsample(coefficients, tuple(x.shape[2:])).contiguous()
 
     # -- importance ----------------------------------------------------------------------
+    @_keeps_model_state
     def estimate_importance(self, images: Any, targets: Any = None) -> torch.Tensor:
         """Importance of each concept for ``targets`` (default: the fitted class), averaged
         over ``images``: ``importances_`` ``(n_concepts,)``; per image in
@@ -184,6 +204,7 @@ class Craft:
         self._check_fitted()
         return ConceptHead(self._h, self.factorization_)
 
+    @_keeps_model_state
     def concept_attributions(self, images: Any, explainer: Callable | None = None
                              ) -> torch.Tensor:
         """Attribution of each concept coefficient to the input pixels,
@@ -207,6 +228,7 @@ class Craft:
         return torch.cat(maps).view(len(x), n, *x.shape[2:])
 
     # -- scores ----------------------------------------------------------------------------
+    @_keeps_model_state
     def concept_metrics(self, images: Any) -> dict[str, float]:
         """Reconstruction error, sparsity (near-zero fraction and Hoyer) of the spatial
         activation vectors of ``images``, and the bottleneck fidelity
