@@ -290,18 +290,14 @@ class Craft:
     def _resolve_class(self, x: torch.Tensor, targets: Any) -> tuple[int, int]:
         full = as_model(nn.Sequential(self._g, self._h), device=self._device)
         if targets is None:
-            predicted = predict_batched(full, x, batch_size=self.batch_size).argmax(1)
-            return int(torch.bincount(predicted).argmax()), _n_outputs(full, x)
-        n_outputs = _n_outputs(full, x)
+            scores = predict_batched(full, x, batch_size=self.batch_size)
+            return int(torch.bincount(scores.argmax(1)).argmax()), scores.shape[1]
+        n_outputs = full.predict(x[:1]).shape[1]
         t = check_targets(targets, len(x), n_outputs)
         if (t != t[0]).any():
             raise ValueError("CRAFT extracts the concepts of one class: fit on images of one "
                              f"class; got targets {sorted(set(t.tolist()))}")
         return int(t[0]), n_outputs
-
-
-def _n_outputs(model, x: torch.Tensor) -> int:
-    return model.predict(x[:1]).shape[1]
 
 
 def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
