@@ -235,3 +235,16 @@ def test_leaves_model_and_inputs_untouched():
     assert not model.training
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert torch.equal(x, x_before)
+
+
+@pytest.mark.filterwarnings("ignore:.*training mode")
+def test_indices_put_back_batchnorm_statistics_of_a_model_in_training_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, 5)).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    SobolAttribution(model, grid_size=2, nb_design=4, progress=False).indices(
+        torch.rand(2, 3, 8, 8), 1)
+    assert model.training
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

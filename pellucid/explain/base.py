@@ -64,16 +64,21 @@ class Explainer:
     # -- the interface -------------------------------------------------------------------
     def explain(self, inputs: Any, targets: Any = None) -> torch.Tensor:
         """Heatmaps of ``inputs`` for ``targets``; see the class docstring."""
+        heatmaps = self._run(self._explain, inputs, targets)
+        return heatmaps.detach().float().cpu().contiguous()
+
+    __call__ = explain
+
+    def _run(self, method: Any, inputs: Any, targets: Any) -> Any:
+        """``method(x, t)`` on the validated inputs ``x`` and resolved targets ``t``, the
+        model's batch-norm running statistics put back afterwards: what every public entry
+        point of an explainer does around its computation."""
         x = check_inputs(inputs)
         if self._model.module is not None:
             check_input_matches_module(x, self._model.module)
         self._check_inputs(x)
         with preserved_running_stats(self._model.module):
-            t = self.resolve_targets(x, targets)
-            heatmaps = self._explain(x, t)
-        return heatmaps.detach().float().cpu().contiguous()
-
-    __call__ = explain
+            return method(x, self.resolve_targets(x, targets))
 
     def resolve_targets(self, x: torch.Tensor, targets: Any) -> torch.Tensor:
         """``(N,)`` long tensor of the classes to explain; ``None`` means the predicted class."""

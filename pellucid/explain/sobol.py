@@ -8,8 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import (check_choice, check_input_matches_module, check_inputs,
-                           check_non_negative, check_positive_int)
+from .._validation import check_choice, check_non_negative, check_positive_int
 from ._masks import MaskExplainer, amplitude, inpainting
 from .sobol_estimators import (check_power_of_two, design_rows, jansen_total_indices,
                                saltelli_first_order_indices, sobol_matrices)
@@ -76,11 +75,7 @@ class SobolAttribution(MaskExplainer):
 
     def indices(self, inputs: Any, targets: Any = None) -> SobolIndices:
         """Total and first-order indices at grid (or feature) resolution, not upsampled."""
-        x = check_inputs(inputs)
-        if self._model.module is not None:
-            check_input_matches_module(x, self._model.module)
-        self._check_inputs(x)
-        return self._indices(x, self.resolve_targets(x, targets))
+        return self._run(self._indices, inputs, targets)
 
     def _indices(self, x: torch.Tensor, targets: torch.Tensor) -> SobolIndices:
         dimension = x.shape[1] if x.ndim == 2 else self.grid_size ** 2
