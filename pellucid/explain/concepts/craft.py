@@ -156,17 +156,14 @@ class Craft:
     def spatial_coefficients(self, images: Any) -> torch.Tensor:
         """``U`` of every spatial activation vector: ``(N, n_concepts, h, w)`` at the
         layer's resolution (``(N, n_concepts)`` when ``g`` outputs vectors)."""
-        x = self._check_fitted_images(images)
-        return torch.cat([self._encode_per_position(self._activations(x[s]))
-                          for s in iter_slices(len(x), self.batch_size, self.progress,
-                                               "CRAFT coefficients")])
+        return self._spatial_coefficients(self._check_fitted_images(images))
 
     @_keeps_model_state
     def concept_maps(self, images: Any) -> torch.Tensor:
         """Where each concept is present: spatial coefficients upsampled (bilinear) to the
         input size, ``(N, n_concepts, H, W)`` float32."""
         x = self._check_fitted_images(images)
-        coefficients = self.spatial_coefficients(x)
+        coefficients = self._spatial_coefficients(x)
         if coefficients.ndim != 4:
             raise ValueError("concept maps need spatial activations (N, C, h, w) from g; this "
                              "g outputs vectors. Split the model before its global pooling.")
@@ -181,7 +178,7 @@ class Craft:
         x = self._check_fitted_images(images)
         t = (torch.full((len(x),), self.class_id_, dtype=torch.long) if targets is None
              else check_targets(targets, len(x), self.n_outputs_))
-        coefficients = self.spatial_coefficients(x)
+        coefficients = self._spatial_coefficients(x)
         head = as_model(self.concept_head(), device=self._device)
         options = {"batch_size": self.batch_size, "progress": self.progress}
         if self.importance == "sobol":
@@ -272,6 +269,12 @@ class Craft:
         if self._factorization.requires_non_negative:
             check_non_negative_activations(activations, self._factorization.name)
         return activations
+
+    def _spatial_coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`spatial_coefficients` of already checked images."""
+        return torch.cat([self._encode_per_position(self._activations(x[s]))
+                          for s in iter_slices(len(x), self.batch_size, self.progress,
+                                               "CRAFT coefficients")])
 
     def _encode(self, activations: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(self.factorization_.transform(activations.numpy()),
