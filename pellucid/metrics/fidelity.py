@@ -37,8 +37,9 @@ from .base import MetricResult
 
 
 class _CausalMetric(ModelMetric):
-    """Deletion and Insertion; subclasses set ``name``, ``higher_is_better`` and whether the
-    curve starts from the input (``starts_from_input``)."""
+    """Deletion and Insertion; subclasses set ``name``, ``higher_is_better``, whether the
+    curve starts from the input (``starts_from_input``) and the substrate used when
+    ``baseline`` is None (``_default_baseline``)."""
 
     starts_from_input = True
 
@@ -123,11 +124,6 @@ class Insertion(_CausalMetric):
     name = "insertion"
     higher_is_better = True
     starts_from_input = False
-
-    def __init__(self, model: Any, *, step: int | None = None, baseline: Any = None,
-                 probabilities: bool = True, **common: Any):
-        super().__init__(model, step=step, baseline=baseline, probabilities=probabilities,
-                         **common)
 
     def _default_baseline(self, x: torch.Tensor) -> Any:
         return "blur" if x.ndim == 4 else 0.0
