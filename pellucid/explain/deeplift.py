@@ -15,7 +15,8 @@ every nonlinearity's derivative is replaced by a ratio of differences:
 Linear operations (Linear, Conv, eval-mode BatchNorm, average pooling, additions, reshapes)
 keep their gradient, which is the linear rule. Max pooling uses Captum's rule (the difference of
 the window maxima is sent to the arg-max of the input and of the reference), which keeps the sum
-exact; at ties (a window of ReLU zeros) the arg-max is torch's, as for the gradient. Both rules satisfy summation-to-delta: ``sum_i C_i = f(x) - f(x0)`` for the target logit.
+exact; at ties (a window of ReLU zeros) the arg-max is torch's, as for the gradient. Every rule
+here satisfies summation-to-delta: ``sum_i C_i = f(x) - f(x0)`` for the target logit.
 The elementwise nonlinearities with a rule are listed in ``_deeplift_mode.ELEMENTWISE`` (ReLU,
 ReLU6, LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Mish, Softplus, sigmoid, tanh, hard variants,
 clamp). Operations without a rule are differentiated as they are and the sum is then only
@@ -41,9 +42,10 @@ Here the rules live in the autograd graph instead:
    when the forward raises) sees every torch function call, however it is written, and runs each
    nonlinearity as a ``torch.autograd.Function`` whose forward is the normal function and whose
    backward returns the DeepLIFT multiplier of *that call*, computed from the input and
-   reference rows of *its own* input. Each call is its own graph node, so a reused module is simply several nodes; an
-   in-place call is executed out of place and copied back, and the node saves only multipliers,
-   so later in-place writes cannot corrupt it; a residual addition is an ordinary linear node.
+   reference rows of *its own* input. Each call is its own graph node, so a reused module is
+   simply several nodes; an in-place call is executed out of place and copied back, and the node
+   saves only multipliers, so later in-place writes cannot corrupt it; a residual addition is an
+   ordinary linear node.
 3. One ``torch.autograd.grad`` of the target score w.r.t. ``x - x0`` then yields the multipliers.
 Nothing of the model (parameters, hooks, modes, ``requires_grad``) is changed. The model must
 keep the batch as the first dimension of its activations (the stacked rows are told apart by it)
@@ -81,7 +83,7 @@ class _DeepLiftBase(WhiteBoxExplainer):
 
     def _attributions(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Contributions ``(x - x0) * m`` with the input's shape, averaged over each input's
-        pairs. A pass holds at most ``batch_size`` rows (2 or 4 per pair)."""
+        pairs. A pass holds ``batch_size // streams`` pairs of 2 or 4 rows (at least one pair)."""
         x = x.cpu()
         references, inputs_of, references_of = self._pairs(x)
         pairs_per_pass = max(1, self.batch_size // LAYOUTS[self.rule].streams)
