@@ -2,8 +2,9 @@
 
 Run: OMP_NUM_THREADS=1 python benchmarks/bench_deeplift.py
 Prints, per model, max_i |sum(C_i) - (f(x) - f(x0))| / |f(x) - f(x0)| over a batch (or the
-exception a peer raises; shap's DeepExplainer gets the first baseline as its background), then seconds per call and their ratio to Captum and to one bare
-forward + backward pass of the stacked batch, measured in this run.
+exception a peer raises; shap's DeepExplainer gets the first baseline as its background), then
+seconds per call and their ratio to Captum and to one bare forward + backward pass of the
+stacked batch, measured in this run.
 """
 import sys
 import time
@@ -14,15 +15,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_deeplift import MODELS, make_data, make_model, target_delta  # noqa: E402
+from test_deeplift import (MODELS, make_data, make_model, relative_errors,  # noqa: E402
+                           target_delta)
 
 from pellucid.explain import DeepLift  # noqa: E402
 
 warnings.filterwarnings("ignore")
-
-
-def relative_error(totals, delta):
-    return ((totals - delta).abs() / delta.abs()).max().item()
 
 
 def captum_totals(model, x, baseline, targets):
@@ -43,7 +41,7 @@ def shap_totals(model, x, baseline, targets):
 
 def peer_error(totals_function, model, x, baseline, targets, delta):
     try:
-        return f"{relative_error(totals_function(model, x, baseline, targets), delta):.2e}"
+        return f"{relative_errors(totals_function(model, x, baseline, targets), delta):.2e}"
     except Exception as error:  # noqa: BLE001 - report what the peer does
         return type(error).__name__
 
@@ -55,7 +53,7 @@ def completeness_table():
         x, baseline = make_data(name)
         targets = torch.arange(len(x)) % 3
         delta = target_delta(model, x, baseline, targets)
-        ours = [relative_error(DeepLift(model, baseline=baseline, rule=rule, progress=False)(
+        ours = [relative_errors(DeepLift(model, baseline=baseline, rule=rule, progress=False)(
             x, targets).flatten(1).sum(1), delta) for rule in ("rescale", "reveal_cancel")]
         captum = peer_error(captum_totals, model, x, baseline, targets, delta)
         shap_delta = target_delta(model, x, baseline[:1].expand_as(x), targets)
@@ -74,8 +72,9 @@ def best_time(function, repeats=5):
 
 def speed():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
-                          nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(512, 10)).eval()
     x, baseline = torch.rand(32, 3, 32, 32), torch.zeros(32, 3, 32, 32)
     targets = torch.zeros(32, dtype=torch.long)
