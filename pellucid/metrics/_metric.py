@@ -131,10 +131,7 @@ def normalized_auc(curves: np.ndarray) -> np.ndarray:
     """Area under each row of ``curves`` by the trapezoid rule over equally spaced points,
     divided by the x-range (RISE's ``auc``: ``(sum - first/2 - last/2) / (S - 1)``)."""
     curves = np.asarray(curves, dtype=np.float64)
-    if curves.shape[-1] == 1:
-        return curves[..., 0].copy()
-    return ((curves.sum(-1) - curves[..., 0] / 2 - curves[..., -1] / 2)
-            / (curves.shape[-1] - 1))
+    return trapezoid_auc(curves, np.arange(curves.shape[-1]))
 
 
 def check_fractions(name: str, fractions: Sequence[float]) -> tuple[float, ...]:
