@@ -69,16 +69,6 @@ def heatmap_style(heatmap: np.ndarray, cmap: str | None, symmetric: bool | None
     return cmap or "jet", low, high if high > low else low + 1.0
 
 
-def resize_to(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D map (for maps computed at a coarser resolution)."""
-    if heatmap.shape == tuple(shape):
-        return heatmap
-    import torch
-    import torch.nn.functional as F
-    tensor = torch.as_tensor(heatmap, dtype=torch.float32)[None, None]
-    return F.interpolate(tensor, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def save_figure(figure: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     """Write ``figure`` as PNG, SVG or PDF, chosen by the extension of ``path`` (parent folders
     are created). Returns the path."""

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._common import figure_and_axes, heatmap_style, image_for_display, resize_to, to_numpy
+from .._baselines import upsample
+from ._common import figure_and_axes, heatmap_style, image_for_display, to_numpy
 
 
 def draw_overlay(ax: Axes, image: Any, heatmap: Any, *, cmap: str | None = None,
@@ -18,7 +20,9 @@ def draw_overlay(ax: Axes, image: Any, heatmap: Any, *, cmap: str | None = None,
         heat = heat[0]
     if heat.ndim != 2:
         raise ValueError(f"heatmap must be (H, W), got shape {tuple(heat.shape)}")
-    heat = resize_to(heat, picture.shape[:2])
+    if heat.shape != picture.shape[:2]:  # a map computed at a coarser resolution
+        heat = upsample(torch.as_tensor(heat, dtype=torch.float32)[None], picture.shape[:2])
+        heat = heat[0].numpy()
     colormap, vmin, vmax = heatmap_style(heat, cmap, symmetric)
     ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
     layer = ax.imshow(heat, cmap=colormap, vmin=vmin, vmax=vmax, alpha=alpha)
