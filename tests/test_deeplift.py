@@ -460,4 +460,8 @@ def test_bad_arguments_are_reported():
         DeepLiftShap(model, background=torch.zeros(3, 5), progress=False)(torch.zeros(2, 6))
     with pytest.raises(ValueError, match="does not broadcast"):
         DeepLift(model, baseline=torch.zeros(4), progress=False)(torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="baseline must be finite"):
+        DeepLift(model, baseline=float("nan"), progress=False)(torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="background must be finite"):
+        DeepLiftShap(model, background=torch.full((3, 6), float("inf")))
     assert "rule='reveal_cancel'" in repr(DeepLift(model, rule="reveal_cancel"))
