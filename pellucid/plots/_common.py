@@ -69,6 +69,13 @@ def heatmap_style(heatmap: np.ndarray, cmap: str | None, symmetric: bool | None
     return cmap or "jet", low, high if high > low else low + 1.0
 
 
+def draw_image(ax: Axes, picture: np.ndarray) -> None:
+    """Show a picture from :func:`image_for_display` on [0, 1] (grey when 2-D), without ticks."""
+    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def save_figure(figure: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     """Write ``figure`` as PNG, SVG or PDF, chosen by the extension of ``path`` (parent folders
     are created). Returns the path."""

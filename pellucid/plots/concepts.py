@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ._common import image_for_display, new_figure, to_numpy
+from ._common import draw_image, image_for_display, new_figure, to_numpy
 
 
 def top_crops(images: Any, crop_boxes: Any, crop_size: Sequence[int] | int,
@@ -72,8 +72,7 @@ def concept_gallery(crops_per_concept: Sequence[Any], importances: Any, *,
             ax = figure.add_subplot(grid[row, col + 1])
             ax.axis("off")
             if col < len(crops[concept]):
-                picture = image_for_display(crops[concept][col])
-                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+                draw_image(ax, image_for_display(crops[concept][col]))
             if col == 0:
                 ax.set_title(names[concept], fontsize="small", loc="left")
     return figure

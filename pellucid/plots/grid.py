@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from ._common import image_for_display, new_figure, to_numpy
+from ._common import draw_image, image_for_display, new_figure, to_numpy
 from .overlay import draw_overlay
 
 
@@ -46,11 +46,8 @@ def method_grid(images: Any, heatmaps_by_method: Mapping[str, Any], *,
     for row in range(n):
         for col, name in enumerate(columns):
             ax = axes[row, col]
-            if name == "image" and show_images and col == 0:
-                ax.imshow(pictures[row], cmap="gray" if pictures[row].ndim == 2 else None,
-                          vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
+            if show_images and col == 0:
+                draw_image(ax, pictures[row])
             else:
                 draw_overlay(ax, pictures[row], maps[name][row], cmap=cmap, alpha=alpha,
                              symmetric=symmetric)

@@ -8,7 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._baselines import upsample
-from ._common import figure_and_axes, heatmap_style, image_for_display, to_numpy
+from ._common import draw_image, figure_and_axes, heatmap_style, image_for_display, to_numpy
 
 
 def draw_overlay(ax: Axes, image: Any, heatmap: Any, *, cmap: str | None = None,
@@ -24,11 +24,8 @@ def draw_overlay(ax: Axes, image: Any, heatmap: Any, *, cmap: str | None = None,
         heat = upsample(torch.as_tensor(heat, dtype=torch.float32)[None], picture.shape[:2])
         heat = heat[0].numpy()
     colormap, vmin, vmax = heatmap_style(heat, cmap, symmetric)
-    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
-    layer = ax.imshow(heat, cmap=colormap, vmin=vmin, vmax=vmax, alpha=alpha)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return layer
+    draw_image(ax, picture)
+    return ax.imshow(heat, cmap=colormap, vmin=vmin, vmax=vmax, alpha=alpha)
 
 
 def overlay(image: Any, heatmap: Any, *, ax: Axes | None = None, cmap: str | None = None,
