@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._baselines import upsample
 from .base import Dataset, check_count, check_fraction, stratified_split
 
 
@@ -19,7 +20,7 @@ def digit_images(size: int) -> tuple[torch.Tensor, np.ndarray]:
     bunch = sklearn_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
     if size != 8:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        images = upsample(images, (size, size))
     return images.clamp(0, 1), bunch.target
 
 
