@@ -152,14 +152,17 @@ def test_bad_hyperparameters_raise_in_init(name, overrides):
         make(name, small_cnn(), **overrides)
 
 
-@pytest.mark.parametrize("name", ["IntegratedGradients", "Occlusion"])
+BASELINE_METHODS = ["IntegratedGradients", "Occlusion", "Rise", "SobolAttribution"]
+
+
+@pytest.mark.parametrize("name", BASELINE_METHODS)
 @pytest.mark.parametrize("baseline", [None, [0.0, 1.0], "black"])
 def test_baseline_of_the_wrong_kind_raises_in_init(name, baseline):
     with pytest.raises((TypeError, ValueError), match="baseline must be a number, a tensor"):
         make(name, small_cnn(), baseline=baseline)
 
 
-@pytest.mark.parametrize("name", ["IntegratedGradients", "Occlusion"])
+@pytest.mark.parametrize("name", BASELINE_METHODS)
 def test_baseline_that_does_not_fit_the_inputs_raises_before_any_pass(name):
     model, x = data("images")
     passes = count_passes(model)

@@ -96,6 +96,9 @@ class MaskExplainer(Explainer):
         self.baseline = check_baseline(baseline)
         self.probabilities = bool(probabilities)
 
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        make_baseline(self.baseline, x)  # wrong shape or kind raises before any pass
+
     def _use_probabilities(self, x: torch.Tensor) -> bool:
         return self.probabilities and self._model.predict(x[:1]).shape[1] > 1
 

@@ -65,6 +65,8 @@ class SobolAttribution(MaskExplainer):
         if x.ndim == 2 and self.perturbation == "blur":
             raise ValueError("perturbation 'blur' needs images (N, C, H, W); got tabular inputs "
                              f"of shape {tuple(x.shape)}. Use 'inpainting' or 'amplitude'.")
+        if self.perturbation == "inpainting":  # the only perturbation that uses baseline
+            super()._check_inputs(x)
 
     def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         total = self._indices(x, targets).total
