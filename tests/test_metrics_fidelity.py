@@ -8,7 +8,7 @@ from torch import nn
 from pellucid.metrics import Deletion, Insertion, MetricResult, MuFidelity
 from pellucid._baselines import gaussian_blur, gaussian_kernel1d
 
-from conftest import small_cnn
+from conftest import Recorder, small_cnn
 
 
 # --- the RISE reference protocol, written out independently (eclique/RISE evaluation.py) ------
@@ -126,6 +126,10 @@ def test_regression_models_use_the_raw_output():
     regression = lambda array: array @ w.numpy()  # noqa: E731 (a numpy callable, one output)
     with pytest.raises(ValueError, match="single output.*probabilities=False"):
         Deletion(regression)(x, w * x)
+    recorder = Recorder(regression)
+    with pytest.raises(ValueError, match="single output"):
+        Deletion(recorder, batch_size=2)(x, w * x)  # before predicting every input
+    assert [len(batch) for batch in recorder.batches] == [1]
     result = Insertion(regression, probabilities=False, progress=False)(x, w * x)
     order = torch.argsort(w * x, dim=1, descending=True)
     contributions = torch.gather(w * x, 1, order)

@@ -67,12 +67,13 @@ class ModelMetric(Metric):
         self._check_inputs(x)
         h = check_heatmaps(heatmaps, x)
         with preserved_running_stats(self._model.module):
-            t = self.resolve_targets(x, targets)
+            # one sample tells the number of outputs: checked before targets=None predicts all
             if self.probabilities and self._model.predict(x[:1]).shape[1] == 1:
                 raise ValueError(f"{type(self).__name__} scores softmax probabilities, but the "
                                  "model has a single output (a regression or one binary "
                                  "score?), whose softmax is always 1; pass probabilities=False "
                                  "to use the raw output")
+            t = self.resolve_targets(x, targets)
             return self._evaluate(x, h, t)
 
     evaluate = __call__
