@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import check_probability
+
 TASKS = ("classification", "regression")
 
 
@@ -81,7 +83,9 @@ class Dataset:
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)``; each class split in the same proportion, seeded."""
+    """Indices ``(train, test)``; each class split in the same proportion, seeded.
+    ``test_fraction`` must be in (0, 1)."""
+    test_fraction = check_probability("test_fraction", test_fraction)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(labels):
@@ -99,12 +103,6 @@ def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
     scale[scale == 0] = 1.0
     stats = {"mean": mean.tolist(), "scale": scale.tolist()}
     return (train - mean) / scale, (test - mean) / scale, stats
-
-
-def check_fraction(name: str, value: float) -> float:
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-    return float(value)
 
 
 def check_count(name: str, value: int, minimum: int = 1) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._validation import check_non_negative
-from .base import Dataset, check_count, check_fraction, stratified_split
+from .base import Dataset, check_count, stratified_split
 from .images import digit_images
 
 
@@ -74,7 +74,7 @@ def load_blockmnist(n_train: int | None = None, n_test: int | None = None, *,
     keep = np.isin(labels, digits)
     images, labels = images[keep], np.array([digits.index(d) for d in labels[keep]])
     rng = np.random.default_rng(seed)
-    train, test = stratified_split(labels, check_fraction("test_fraction", test_fraction), seed)
+    train, test = stratified_split(labels, test_fraction, seed)
     splits = {}
     for split, pool, n in (("train", train, n_train), ("test", test, n_test)):
         chosen = pool if n is None else rng.choice(pool, size=check_count(f"n_{split}", n))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .._baselines import upsample
-from .base import Dataset, check_count, check_fraction, stratified_split
+from .base import Dataset, check_count, stratified_split
 
 
 def digit_images(size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -29,7 +29,7 @@ def load_digits(size: int = 32, *, test_fraction: float = 0.25, seed: int = 0) -
     8x8 to ``size`` x ``size``, one channel, values in [0, 1]; stratified seeded split."""
     size = check_count("size", size, minimum=8)
     images, labels = digit_images(size)
-    train, test = stratified_split(labels, check_fraction("test_fraction", test_fraction), seed)
+    train, test = stratified_split(labels, test_fraction, seed)
     return Dataset(
         name="digits", x_train=images[train], y_train=labels[train], x_test=images[test],
         y_test=labels[test], class_names=[str(d) for d in range(10)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_non_negative
-from .base import Dataset, check_count, check_fraction, standardize, stratified_split
+from .base import Dataset, check_count, standardize, stratified_split
 
 # Odd shape functions: g(0) = 0 and E[g(x)] = 0 for x symmetric around 0.
 SHAPES = {
@@ -91,7 +91,7 @@ def load_additive(n_train: int = 800, n_test: int = 400, n_features: int = 8, *,
 
 def _sklearn_tabular(name: str, bunch, test_fraction: float, seed: int) -> Dataset:
     x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
-    train, test = stratified_split(y, check_fraction("test_fraction", test_fraction), seed)
+    train, test = stratified_split(y, test_fraction, seed)
     x_train, x_test, stats = standardize(x[train], x[test])
     return Dataset(
         name=name, x_train=x_train, y_train=y[train], x_test=x_test, y_test=y[test],
