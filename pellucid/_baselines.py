@@ -36,7 +36,8 @@ def check_baseline(baseline: Any) -> Any:
 
 
 def make_baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
-    """The reference input for each of ``x``: a tensor of ``x``'s shape (a new tensor)."""
+    """The reference input for each of ``x``: a new tensor of ``x``'s shape, dtype and
+    device (a tensor ``baseline`` on another device is moved there)."""
     if isinstance(baseline, str):
         if baseline == "blur":
             if x.ndim != 4:
@@ -49,7 +50,7 @@ def make_baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
     if isinstance(baseline, numbers.Real):
         return torch.full_like(x, float(baseline))
     reference = torch.as_tensor(np.asarray(baseline) if isinstance(baseline, np.ndarray)
-                                else baseline).to(x.dtype)
+                                else baseline).to(x.device, x.dtype)
     try:
         return torch.broadcast_to(reference, x.shape).clone()
     except RuntimeError as error:

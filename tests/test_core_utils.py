@@ -61,6 +61,13 @@ def test_make_baseline_tensor_must_broadcast():
         make_baseline(torch.zeros(5), torch.rand(2, 3))
 
 
+@pytest.mark.parametrize("baseline", [0.5, "mean", "blur", torch.zeros(3, 1, 1),
+                                      np.zeros((3, 1, 1))])
+def test_make_baseline_is_on_the_device_of_the_inputs(baseline):
+    x = torch.rand(2, 3, 12, 12, device="meta")  # a device other than the baseline's
+    assert make_baseline(baseline, x).device == x.device
+
+
 def test_tabular_blur_baseline_is_rejected():
     with pytest.raises(ValueError, match="needs images"):
         make_baseline("blur", torch.rand(2, 3))
