@@ -9,10 +9,10 @@ digit block?) next to a random heatmap's. Figures are written as PDF (for the pa
 import argparse
 from pathlib import Path
 
-import torch
 from matplotlib.figure import Figure
 
 from pellucid import plots, zoo
+from pellucid.benchmark import RandomAttribution
 from pellucid.explain import IntegratedGradients, Occlusion, Rise, Saliency, SmoothGrad
 from pellucid.metrics import Deletion, Insertion, PointingGame
 
@@ -30,10 +30,9 @@ def main(out: Path, n_images: int = 6) -> None:
         "Integrated Gradients": IntegratedGradients(model, steps=32, progress=False),
         "Occlusion": Occlusion(model, patch_size=4, stride=2, progress=False),
         "RISE": Rise(model, nb_samples=500, grid_size=4, progress=False),
+        "random": RandomAttribution(model, progress=False),  # uniform noise: the chance level
     }
     heatmaps = {name: e(images, targets) for name, e in explainers.items()}
-    heatmaps["random"] = torch.rand(images.shape[0], *images.shape[2:],
-                                    generator=torch.Generator().manual_seed(0))
 
     pointing = PointingGame(tolerance=0)
     for name, maps in heatmaps.items():
