@@ -248,3 +248,22 @@ def test_indices_put_back_batchnorm_statistics_of_a_model_in_training_mode():
         torch.rand(2, 3, 8, 8), 1)
     assert model.training
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_perturbed_inputs_are_built_on_the_device_of_the_model():
+    from pellucid.models import Model
+
+    class OnMetaDevice(Model):  # a model adapter that runs "elsewhere" (the meta device)
+        def __init__(self):
+            super().__init__()
+            self.device, self.batches = torch.device("meta"), []
+
+        def _raw_scores(self, x):
+            self.batches.append((len(x), x.device.type))
+            return torch.zeros(len(x), 3)
+
+    model = OnMetaDevice()
+    SobolAttribution(model, grid_size=2, nb_design=4, progress=False).indices(
+        torch.rand(2, 3, 8, 8), 1)
+    masked = [device for size, device in model.batches if size > 1]  # not the class count
+    assert masked and set(masked) == {"meta"}

@@ -41,6 +41,7 @@ class Rise(MaskExplainer):
                                                           preservation_probability)
 
     def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = x.to(self._model.device)  # perturbed copies are built where the model runs
         masks_for = self._mask_source(x)
         saliency = torch.zeros((len(x), *x.shape[2:]) if x.ndim == 4 else x.shape)
 

@@ -80,6 +80,7 @@ class SobolAttribution(MaskExplainer):
         return self._run(self._indices, inputs, targets)
 
     def _indices(self, x: torch.Tensor, targets: torch.Tensor) -> SobolIndices:
+        x = x.to(self._model.device)  # perturbed copies are built where the model runs
         dimension = x.shape[1] if x.ndim == 2 else self.grid_size ** 2
         a, b = sobol_matrices(self.nb_design, dimension, self.seed)
         scores = self._masked_scores(x, targets, self.nb_design * (dimension + 2),
