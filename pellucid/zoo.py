@@ -187,9 +187,12 @@ def evaluate(model: nn.Module, dataset: Dataset) -> dict[str, float]:
             "train_accuracy": float((train_out.argmax(1) == dataset.y_train).float().mean())}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename (no half-written file)."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file in ``path``'s folder (created if needed), then rename
+    it to ``path``: an interruption never leaves half a file. The temporary name ends with
+    ``path``'s suffix (``np.savez`` would append ``.npz`` otherwise)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp" + path.suffix)
     os.close(handle)
     try:
         write(Path(tmp))
@@ -233,7 +236,6 @@ def get_model(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | None =
             "train_seconds": round(time.perf_counter() - start, 3),
             **evaluate(model, dataset), "target_layer": spec.target_layer,
             "cache_key": key, "path": str(weights_path)}
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(weights_path, lambda p: torch.save(model.state_dict(), p))
-    _atomic_write(info_path, lambda p: p.write_text(json.dumps(info, indent=2)))
+    atomic_write(weights_path, lambda p: torch.save(model.state_dict(), p))
+    atomic_write(info_path, lambda p: p.write_text(json.dumps(info, indent=2)))
     return model.eval(), {**info, "from_cache": False}

@@ -99,3 +99,20 @@ def test_errors_name_what_is_allowed():
         zoo.get_model("wine_mlp", depth=3)
     assert set(zoo.available_models()) >= {"digits_cnn", "blockmnist_cnn", "breast_cancer_mlp",
                                            "wine_mlp", "additive_mlp", "suppressor_linear"}
+
+
+def test_atomic_write_leaves_the_whole_file_or_nothing(tmp_path):
+    import numpy as np
+
+    target = tmp_path / "new" / "scores.npz"
+    zoo.atomic_write(target, lambda p: np.savez(p, scores=np.arange(3)))
+    with np.load(target) as saved:  # np.savez added no second ".npz" to the temporary name
+        assert saved["scores"].tolist() == [0, 1, 2]
+
+    def interrupted(path):
+        path.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        zoo.atomic_write(tmp_path / "new" / "other.pt", interrupted)
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["scores.npz"]

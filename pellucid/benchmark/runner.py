@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import datasets, zoo
 from .. import explain as explain_module
 from .. import metrics as metrics_module
 from .._batching import predict_batched
@@ -146,8 +147,6 @@ def model_key(model: Any, seed: int) -> Any:
     """A zoo model by the zoo's own cache key (name, hyperparameters, seed); a torch module by
     its weights (retraining it invalidates the cache); any other model object by its repr."""
     if isinstance(model, str):
-        from .. import zoo
-
         _, dataset_params, params = zoo.resolve_params(model, {})
         return [model, zoo.cache_key(model, dataset_params, params, seed)]
     if isinstance(model, torch.nn.Module):
@@ -225,15 +224,13 @@ def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConf
         "feature_names": getattr(data, "feature_names", None),
         "model": spec.model_label,
     }
-    atomic_save(saved, samples_path)
+    zoo.atomic_write(samples_path, lambda p: torch.save(saved, p))
     return PreparedDataset(model, saved["inputs"], saved["targets"], saved["masks"])
 
 
 def load_model_and_data(spec: DatasetSpec, seed: int, need_data: bool) -> tuple[Any, Any]:
     """The model and (when ``need_data``) the dataset of ``spec``. A zoo model (``model`` is a
     name) comes with the dataset it was trained on, so its test split is the one used."""
-    from .. import datasets, zoo
-
     if isinstance(spec.model, str):
         model, info = zoo.get_model(spec.model, seed=seed)
         if info["dataset"] != spec.name and spec.data is None:
@@ -259,8 +256,8 @@ def explained(cell: Cell, method_class: type, prepared: PreparedDataset, seed: i
     start = time.perf_counter()
     heatmaps = explainer.explain(prepared.inputs, prepared.targets)
     seconds = (time.perf_counter() - start) / len(prepared.inputs)
-    atomic_save({"heatmaps": heatmaps, "seconds_per_sample": seconds,
-                 "method": cell.method.label}, cell.heatmaps_path)
+    saved = {"heatmaps": heatmaps, "seconds_per_sample": seconds, "method": cell.method.label}
+    zoo.atomic_write(cell.heatmaps_path, lambda p: torch.save(saved, p))
     return heatmaps, seconds
 
 
@@ -278,7 +275,7 @@ def score_cell(cell: Cell, metric: Any, prepared: PreparedDataset, heatmaps: tor
         arrays["curves"] = result.curves
     if result.fractions is not None:
         arrays["fractions"] = result.fractions
-    atomic_savez(arrays, cell.scores_path)
+    zoo.atomic_write(cell.scores_path, lambda p: np.savez(p, **arrays))
     return {
         "dataset": cell.dataset.name, "model": cell.dataset.model_label,
         "method": cell.method.label, "metric": cell.metric.label,
@@ -354,18 +351,3 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
         f.flush()
         os.fsync(f.fileno())
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file so an interruption never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_savez(arrays: dict[str, np.ndarray], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
