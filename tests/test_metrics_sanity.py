@@ -85,6 +85,15 @@ def test_cascading_randomization_destroys_gradient_explanations():
     np.testing.assert_array_equal(again.curves, result.curves)
 
 
+def test_seed_none_randomizes_afresh_and_an_int_seed_repeats():
+    model = small_mlp(n_features=6, n_classes=3)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(5))
+    run = lambda seed: ModelRandomization(model, gradient_times_input,  # noqa: E731
+                                          seed=seed)(x).details["spearman"]
+    np.testing.assert_array_equal(run(3), run(3))
+    assert not np.array_equal(run(None), run(None))
+
+
 def test_an_explanation_that_ignores_the_model_fails_the_check():
     model = small_cnn()
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))

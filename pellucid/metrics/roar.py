@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .._batching import predict_batched
 from .._validation import check_heatmaps, check_inputs, check_positive_int, check_seed
+from ..explain.base import Explainer
 from ..models import as_model
 from ._metric import Metric, check_fractions, descending_ranks, trapezoid_auc
 from .base import MetricResult
@@ -66,6 +67,8 @@ class _RetrainingMetric(Metric):
 
     keeps_top = False
 
+    _generator = Explainer._generator  # seed None: fresh randomness; an int: reproducible
+
     def __init__(self, train_fn: Callable, *,
                  fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                  repeats: int = 3, seed: int | None = 0, batch_size: int = 256,
@@ -92,7 +95,7 @@ class _RetrainingMetric(Metric):
                 "test": check_heatmaps(heatmaps_test, xs["test"])}
         ys = {"train": check_labels(y_train, len(xs["train"]), "y_train"),
               "test": check_labels(y_test, len(xs["test"]), "y_test")}
-        generator = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
+        generator = self._generator()
         rankings = {"explanation": {part: descending_ranks(heat[part]) for part in heat},
                     "random": {part: torch.rand(heat[part].reshape(len(heat[part]), -1).shape,
                                                 generator=generator).argsort(1)
@@ -175,7 +178,7 @@ def train_small_cnn(x: Any, y: Any, *, seed: int | None = 0, epochs: int = 30,
     x, y = torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(y))
     n_classes = int(y.max()) + 1
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0 if seed is None else seed)
+        torch.manual_seed(seed) if seed is not None else torch.seed()
         model = nn.Sequential(nn.Conv2d(x.shape[1], 16, 3, padding=1), nn.ReLU(),
                               nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
                               nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, n_classes))

@@ -124,6 +124,8 @@ class ModelRandomization(Metric):
     name = "model_randomization"
     higher_is_better = False
 
+    _generator = Explainer._generator  # seed None: fresh randomness; an int: reproducible
+
     def __init__(self, model: Any, explainer: Any, *, explainer_kwargs: dict | None = None,
                  similarity: str = "spearman_abs", layers: Sequence[str] | None = None,
                  seed: int | None = 0, batch_size: int = 64):
@@ -180,7 +182,7 @@ class ModelRandomization(Metric):
                                                                    scores.shape[1])
         original = self._explain(randomized, x, t)
         modules = dict(randomized.named_modules())
-        generator = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
+        generator = self._generator()
         similarities = {name: [] for name in SIMILARITIES}
         for name in names:
             randomize_layer(modules[name], generator)
