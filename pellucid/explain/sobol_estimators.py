@@ -23,6 +23,8 @@ import numbers
 import numpy as np
 from scipy.stats import qmc
 
+from .._validation import check_positive_int
+
 _TINY = 1e-12  # guards the division when the model output does not vary at all
 
 
@@ -53,8 +55,7 @@ def sobol_matrices(nb_design: int, dimension: int, seed: int | None
     """``A`` and ``B`` of :func:`sobol_design`: the first and last ``dimension`` columns of
     ``nb_design`` points of a scrambled Sobol sequence in ``[0, 1]^(2 dimension)``."""
     nb_design = check_power_of_two("nb_design", nb_design)
-    if isinstance(dimension, bool) or not isinstance(dimension, numbers.Integral) or dimension < 1:
-        raise ValueError(f"dimension must be an integer >= 1, got {dimension!r}")
+    dimension = check_positive_int("dimension", dimension)
     points = qmc.Sobol(d=2 * dimension, scramble=True, seed=seed).random(nb_design)
     points = points.astype(np.float32)
     return points[:, :dimension], points[:, dimension:]
