@@ -27,8 +27,8 @@ Add --help after a command for its options."""
 DEMO_HELP = """\
 Train (or load from the cache) two tiny CNNs, one on handwritten digits and one on BlockMNIST
 (images whose label depends only on a digit block, so we know where the evidence is), explain a
-few test images with gradient, occlusion, RISE, Sobol, DeepLIFT and Grad-CAM methods and a
-random control, score every heatmap with deletion, insertion, MuFidelity and the pointing game,
+few test images with gradient, occlusion, RISE, Sobol, DeepLIFT and CAM (HiResCAM) methods and
+a random control, score every heatmap with deletion, insertion, MuFidelity and the pointing game,
 print a summary table and write an HTML report (open index.html in a browser). Takes well
 under a minute on a laptop CPU (about 25 s on two cores, training included); --quick about 8 s.
 Models are cached in ~/.cache/pellucid (or $PELLUCID_CACHE)."""

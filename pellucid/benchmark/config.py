@@ -83,7 +83,9 @@ class MetricSpec(ComponentSpec):
 class DatasetSpec:
     """A dataset and the model explained on it.
 
-    ``name``: ``pellucid.datasets.load_<name>`` unless ``data`` is given (then only a label).
+    ``name``: the dataset, unless ``data`` is given (then only a label): for a zoo model the data
+    it was trained on (:func:`pellucid.zoo.load_dataset`, which must be called ``name``), else
+    ``pellucid.datasets.load(name)``.
     ``model``: a :mod:`pellucid.zoo` model name (default ``"<name>_cnn"``) or a model object.
     ``data``: optional object with ``x_test``, ``y_test`` and optionally ``masks_test``.
     """

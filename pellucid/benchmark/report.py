@@ -5,7 +5,9 @@ folder (``results.csv`` and the cache) and writes ``index.html`` and ``figures/*
 
 - per dataset: the model and its test accuracy, a summary table (methods x metrics, mean ± std,
   an arrow giving each metric's direction, the best value in bold, methods sorted by their mean
-  rank over the metrics), a method x image grid of heatmaps, and the insertion/deletion curves;
+  rank over the metrics), a method x image grid of heatmaps (for tabular data: bars of each
+  method's mean absolute attribution per feature), and the curves of every metric that has
+  them (deletion, insertion, ...);
 - the timings: explanation seconds per input, and the seconds all metrics took on each
   method's heatmaps.
 
