@@ -3,7 +3,7 @@ an HTML report.
 
     from pellucid.benchmark import run_benchmark, write_report
     results = run_benchmark("examples/benchmark.toml")     # pandas DataFrame, one row per cell
-    write_report("benchmark-results")                       # benchmark-results/index.html
+    write_report("examples/benchmark.toml")                # benchmark-results/index.html
 """
 from .baselines import RandomAttribution
 from .config import BenchmarkConfig, DatasetSpec, MethodSpec, MetricSpec, load_config
