@@ -57,7 +57,8 @@ def load_blockmnist(n_train: int | None = None, n_test: int | None = None, *,
 
     Args:
         n_train, n_test: images per split; ``None`` uses each source digit of the split once,
-            more are drawn with replacement (each with its own random block position).
+            a number draws that many source digits with replacement (each image gets its own
+            random block position either way).
         block_size: side of each block; digits are upsampled from 8x8.
         digits: the digit classes; the label is the index in this tuple (paper: 0 vs 1).
         noise: standard deviation of Gaussian pixel noise added before clipping to [0, 1].
