@@ -17,19 +17,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._validation import check_finite
+
 BASELINE_NAMES = ("blur", "mean")
 
 
 def check_baseline(baseline: Any) -> Any:
-    """Validate the kind of ``baseline`` (its shape is checked against inputs later)."""
+    """Validate the kind of ``baseline`` and that it is finite (its shape is checked against
+    inputs later)."""
     if isinstance(baseline, str):
         if baseline not in BASELINE_NAMES:
             raise ValueError(f"baseline must be a number, a tensor, or one of {BASELINE_NAMES}; "
                              f"got {baseline!r}")
         return baseline
     if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        check_finite(torch.tensor(float(baseline)), "baseline")
         return float(baseline)
     if isinstance(baseline, (torch.Tensor, np.ndarray)):
+        check_finite(torch.as_tensor(np.asarray(baseline) if isinstance(baseline, np.ndarray)
+                                     else baseline.detach()), "baseline")
         return baseline
     raise TypeError(f"baseline must be a number, a tensor, or one of {BASELINE_NAMES}; "
                     f"got {type(baseline).__name__}")

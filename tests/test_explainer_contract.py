@@ -155,6 +155,15 @@ def test_bad_hyperparameters_raise_in_init(name, overrides):
 BASELINE_METHODS = ["IntegratedGradients", "Occlusion", "Rise", "SobolAttribution"]
 
 
+@pytest.mark.parametrize("name", [*BASELINE_METHODS, "DeepLift"])
+@pytest.mark.parametrize("baseline", [float("nan"), float("inf"),
+                                      torch.tensor([0.0, float("nan")]),
+                                      np.full((3, 1, 1), -np.inf)])
+def test_a_baseline_that_is_not_finite_raises_in_init(name, baseline):
+    with pytest.raises(ValueError, match="baseline must be finite"):
+        make(name, small_cnn(), baseline=baseline)
+
+
 @pytest.mark.parametrize("name", BASELINE_METHODS)
 @pytest.mark.parametrize("baseline", [None, [0.0, 1.0], "black"])
 def test_baseline_of_the_wrong_kind_raises_in_init(name, baseline):
