@@ -18,6 +18,7 @@ Black-box passes run under ``torch.inference_mode()`` and never change the model
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 import weakref
 from typing import Any, Callable, Iterator
@@ -146,9 +147,8 @@ def as_model(obj: Any, outputs: str = "logits", device=None) -> Model:
 
 def module_device(module: nn.Module) -> torch.device:
     """Device of the module's first parameter or buffer (CPU for a module with neither)."""
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def has_stochastic_training_layers(module: nn.Module) -> bool:
