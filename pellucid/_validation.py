@@ -19,7 +19,8 @@ def as_float_tensor(inputs: Any, name: str = "inputs") -> torch.Tensor:
     elif isinstance(inputs, np.ndarray) or isinstance(inputs, (list, tuple)):
         tensor = torch.as_tensor(np.asarray(inputs))
     else:
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(inputs).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, "
+                        f"got {type(inputs).__name__}")
     if not (tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32, torch.uint8)):
         raise TypeError(f"{name} must hold numbers, got dtype {tensor.dtype}")
     return tensor.float() if tensor.dtype != torch.float32 else tensor
@@ -43,6 +44,13 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} must be finite; found {bad} NaN/inf value(s)")
+
+
+def require_images(x: torch.Tensor, who: str) -> None:
+    """For methods and metrics defined on images only."""
+    if x.ndim != 4:
+        raise ValueError(f"{who} needs images (N, C, H, W); got inputs of shape "
+                         f"{tuple(x.shape)}")
 
 
 def check_input_matches_module(x: torch.Tensor, module: nn.Module) -> None:

@@ -96,12 +96,6 @@ class SeededMetric(ModelMetric):
     _generator = Explainer._generator
 
 
-def require_images(x: torch.Tensor, metric: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{metric} needs images (N, C, H, W); got inputs of shape "
-                         f"{tuple(x.shape)}")
-
-
 def descending_ranks(heatmaps: torch.Tensor) -> torch.Tensor:
     """``(N, P)`` position of every pixel/feature when sorted by decreasing heatmap value (0 =
     most relevant); ties keep the row-major order."""

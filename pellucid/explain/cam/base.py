@@ -25,6 +25,7 @@ from torch import nn
 
 from ..._baselines import upsample
 from ..._batching import iter_slices
+from ..._validation import require_images
 from ...models import module_device
 from ..base import WhiteBoxExplainer
 
@@ -150,9 +151,7 @@ class BaseCAM(WhiteBoxExplainer):
 
     # -- the pipeline --------------------------------------------------------------------
     def _check_inputs(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f"{type(self).__name__} explains images (N, C, H, W); "
-                             f"got shape {tuple(x.shape)}")
+        require_images(x, type(self).__name__)
 
     def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         layer = self._layer

@@ -30,7 +30,7 @@ from torch import nn
 from ..._baselines import upsample
 from ..._batching import input_gradient, iter_slices, predict_batched
 from ..._validation import (check_choice, check_input_matches_module, check_inputs,
-                            check_positive_int, check_seed, check_targets)
+                            check_positive_int, check_seed, check_targets, require_images)
 from ...models import (as_model, has_stochastic_training_layers, module_device,
                        preserved_running_stats, warn_training_mode)
 from ..sobol_estimators import check_power_of_two
@@ -246,8 +246,7 @@ class Craft:
     # -- internals -------------------------------------------------------------------------
     def _check_images(self, images: Any) -> torch.Tensor:
         x = check_inputs(images)
-        if x.ndim != 4:
-            raise ValueError(f"CRAFT needs images (N, C, H, W); got shape {tuple(x.shape)}")
+        require_images(x, "CRAFT")
         check_input_matches_module(x, self._g)
         return x
 
