@@ -34,8 +34,7 @@ def check_baseline(baseline: Any) -> Any:
         check_finite(torch.tensor(float(baseline)), "baseline")
         return float(baseline)
     if isinstance(baseline, (torch.Tensor, np.ndarray)):
-        check_finite(torch.as_tensor(np.asarray(baseline) if isinstance(baseline, np.ndarray)
-                                     else baseline.detach()), "baseline")
+        check_finite(torch.as_tensor(baseline), "baseline")
         return baseline
     raise TypeError(f"baseline must be a number, a tensor, or one of {BASELINE_NAMES}; "
                     f"got {type(baseline).__name__}")
@@ -55,8 +54,7 @@ def make_baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=0, keepdim=True).expand_as(x).clone()
     if isinstance(baseline, numbers.Real):
         return torch.full_like(x, float(baseline))
-    reference = torch.as_tensor(np.asarray(baseline) if isinstance(baseline, np.ndarray)
-                                else baseline).to(x.device, x.dtype)
+    reference = torch.as_tensor(baseline).to(x.device, x.dtype)
     try:
         return torch.broadcast_to(reference, x.shape).clone()
     except RuntimeError as error:
