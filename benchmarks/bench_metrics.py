@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pellucid.metrics import Deletion, Insertion
-from pellucid._baselines import gaussian_blur
+from pellucid._imaging import gaussian_blur
 
 
 def small_cnn(n_classes: int = 10) -> nn.Module:

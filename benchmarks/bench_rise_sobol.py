@@ -18,8 +18,8 @@ import time
 import torch
 from torch import nn
 
-from pellucid.explain.rise import Rise
-from pellucid.explain.sobol import SobolAttribution
+from pellucid.explain.perturbation.rise import Rise
+from pellucid.explain.perturbation.sobol import SobolAttribution
 
 
 def small_cnn(n_classes: int = 10) -> nn.Module:

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ._files import atomic_write
 from .datasets import Dataset, load
 
 CACHE_FORMAT = 1
@@ -185,21 +185,6 @@ def evaluate(model: nn.Module, dataset: Dataset) -> dict[str, float]:
         return {"test_r2": float(1 - residual / total)}
     return {"test_accuracy": float((test_out.argmax(1) == dataset.y_test).float().mean()),
             "train_accuracy": float((train_out.argmax(1) == dataset.y_train).float().mean())}
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file in ``path``'s folder (created if needed), then rename
-    it to ``path``: an interruption never leaves half a file. The temporary name ends with
-    ``path``'s suffix (``np.savez`` would append ``.npz`` otherwise)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp" + path.suffix)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def get_model(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | None = None,

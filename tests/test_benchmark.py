@@ -17,7 +17,7 @@ from pellucid.benchmark import (RESULT_COLUMNS, BenchmarkConfig, DatasetSpec, Me
                                 write_report)
 from pellucid.explain.base import Explainer
 from pellucid.metrics import RelevanceMass
-from pellucid.metrics._metric import ModelMetric
+from pellucid.metrics.base import ModelMetric
 from pellucid.metrics.base import MetricResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -201,8 +201,11 @@ def test_masks_reach_localization_metrics_and_restriction_by_dataset(tmp_path):
 
 
 def test_metrics_that_do_not_score_heatmaps_are_refused(tmp_path):
-    with pytest.raises(TypeError, match="Roar cannot be a benchmark metric"):
+    with pytest.raises(ValueError, match="unknown metric 'Roar'"):
         run_benchmark(make_config(tmp_path, metrics=["Roar"]), progress=False)
+    from pellucid.procedures import Roar
+    with pytest.raises(TypeError, match="Roar cannot be a benchmark metric"):
+        run_benchmark(make_config(tmp_path, metrics=[Roar]), progress=False)
 
 
 def test_example_toml_config_is_valid():

@@ -4,7 +4,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from pellucid._baselines import gaussian_blur, make_baseline
+from pellucid._baselines import make_baseline
+from pellucid._imaging import gaussian_blur
 from pellucid._batching import iter_slices, predict_generated
 from pellucid._validation import check_heatmaps, check_inputs, check_targets
 from pellucid.models import as_model

@@ -6,10 +6,10 @@ from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 from torch import nn
 
 from conftest import small_cnn, small_mlp
-from pellucid._baselines import gaussian_blur
+from pellucid._imaging import gaussian_blur
 from pellucid.explain import (GradientInput, IntegratedGradients, Saliency, SmoothGrad,
                               SquareGrad, VarGrad)
-from pellucid.explain.gradients import integration_rule
+from pellucid.explain.gradients.integrated_gradients import integration_rule
 
 METHODS = ["riemann_trapezoid", "riemann_left", "riemann_middle", "riemann_right",
            "gausslegendre"]

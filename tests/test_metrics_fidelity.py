@@ -6,7 +6,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from pellucid.metrics import Deletion, Insertion, MetricResult, MuFidelity
-from pellucid._baselines import gaussian_blur, gaussian_kernel1d
+from pellucid._imaging import gaussian_blur, gaussian_kernel1d
 
 from conftest import Recorder, small_cnn
 

@@ -9,8 +9,8 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 from torch import nn
 
-from pellucid.explain._masks import RiseMaskDesign
-from pellucid.explain.rise import Rise
+from pellucid.explain.perturbation.rise import RiseMaskDesign
+from pellucid.explain.perturbation.rise import Rise
 
 from conftest import Recorder, linear_model, small_cnn
 

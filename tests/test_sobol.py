@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import Recorder, linear_model, small_cnn
 
-from pellucid._baselines import gaussian_blur
-from pellucid.explain.sobol import SobolAttribution
-from pellucid.explain.sobol_estimators import (design_rows, jansen_total_indices,
+from pellucid._imaging import gaussian_blur
+from pellucid.explain.perturbation.sobol import SobolAttribution
+from pellucid.explain.perturbation.sobol_estimators import (design_rows, jansen_total_indices,
                                                saltelli_first_order_indices, sobol_design)
 
 # Ishigami function, a = 7, b = 0.1, x_i ~ U(-pi, pi); published indices (Ishigami & Homma

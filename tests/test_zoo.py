@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pellucid import zoo
+from pellucid._files import atomic_write
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +106,7 @@ def test_atomic_write_leaves_the_whole_file_or_nothing(tmp_path):
     import numpy as np
 
     target = tmp_path / "new" / "scores.npz"
-    zoo.atomic_write(target, lambda p: np.savez(p, scores=np.arange(3)))
+    atomic_write(target, lambda p: np.savez(p, scores=np.arange(3)))
     with np.load(target) as saved:  # np.savez added no second ".npz" to the temporary name
         assert saved["scores"].tolist() == [0, 1, 2]
 
@@ -114,5 +115,5 @@ def test_atomic_write_leaves_the_whole_file_or_nothing(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        zoo.atomic_write(tmp_path / "new" / "other.pt", interrupted)
+        atomic_write(tmp_path / "new" / "other.pt", interrupted)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["scores.npz"]

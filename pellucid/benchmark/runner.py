@@ -32,10 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import datasets, zoo
+from .._files import atomic_write
 from .. import explain as explain_module
 from .. import metrics as metrics_module
 from .._batching import predict_batched
-from ..metrics._metric import ModelMetric, SeededMetric
+from ..metrics.base import ModelMetric, SeededMetric
 from ..metrics.localization import LocalizationMetric
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
@@ -224,7 +225,7 @@ def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConf
         "feature_names": getattr(data, "feature_names", None),
         "model": spec.model_label,
     }
-    zoo.atomic_write(samples_path, lambda p: torch.save(saved, p))
+    atomic_write(samples_path, lambda p: torch.save(saved, p))
     return PreparedDataset(model, saved["inputs"], saved["targets"], saved["masks"])
 
 
@@ -257,7 +258,7 @@ def explained(cell: Cell, method_class: type, prepared: PreparedDataset, seed: i
     heatmaps = explainer.explain(prepared.inputs, prepared.targets)
     seconds = (time.perf_counter() - start) / len(prepared.inputs)
     saved = {"heatmaps": heatmaps, "seconds_per_sample": seconds, "method": cell.method.label}
-    zoo.atomic_write(cell.heatmaps_path, lambda p: torch.save(saved, p))
+    atomic_write(cell.heatmaps_path, lambda p: torch.save(saved, p))
     return heatmaps, seconds
 
 
@@ -275,7 +276,7 @@ def score_cell(cell: Cell, metric: Any, prepared: PreparedDataset, heatmaps: tor
         arrays["curves"] = result.curves
     if result.fractions is not None:
         arrays["fractions"] = result.fractions
-    zoo.atomic_write(cell.scores_path, lambda p: np.savez(p, **arrays))
+    atomic_write(cell.scores_path, lambda p: np.savez(p, **arrays))
     return {
         "dataset": cell.dataset.name, "model": cell.dataset.model_label,
         "method": cell.method.label, "metric": cell.metric.label,

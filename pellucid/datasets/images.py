@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._baselines import upsample
+from .._imaging import upsample
 from .base import Dataset, check_count, stratified_split
 
 

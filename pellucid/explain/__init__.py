@@ -3,12 +3,13 @@ from .._lazy import lazy_exports
 from .base import Explainer, WhiteBoxExplainer
 
 _EXPORTS = {
-    **dict.fromkeys(["Saliency", "GradientInput", "IntegratedGradients", "SmoothGrad", "VarGrad",
-                     "SquareGrad"], ".gradients"),
-    "Occlusion": ".occlusion",
-    "Rise": ".rise",
-    "SobolAttribution": ".sobol",
-    **dict.fromkeys(["DeepLift", "DeepLiftShap"], ".deeplift"),
+    **dict.fromkeys(["Saliency", "GradientInput"], ".gradients.saliency"),
+    "IntegratedGradients": ".gradients.integrated_gradients",
+    **dict.fromkeys(["SmoothGrad", "VarGrad", "SquareGrad"], ".gradients.noise"),
+    "Occlusion": ".perturbation.occlusion",
+    "Rise": ".perturbation.rise",
+    "SobolAttribution": ".perturbation.sobol",
+    **dict.fromkeys(["DeepLift", "DeepLiftShap"], ".deeplift.deeplift"),
     **dict.fromkeys(["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM", "ScoreCAM",
                      "AblationCAM", "EigenCAM", "CFCAM"], ".cam"),
     "Craft": ".concepts",

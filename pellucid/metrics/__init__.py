@@ -5,9 +5,7 @@ from .base import MetricResult
 _EXPORTS = {
     **dict.fromkeys(["Deletion", "Insertion", "MuFidelity"], ".fidelity"),
     **dict.fromkeys(["Road"], ".road"),
-    **dict.fromkeys(["Roar", "Kar"], ".roar"),
     **dict.fromkeys(["PointingGame", "RelevanceMass", "RelevanceRankAccuracy"], ".localization"),
-    **dict.fromkeys(["ModelRandomization"], ".sanity"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["MetricResult", *_EXPORTS]

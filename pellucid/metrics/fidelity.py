@@ -14,7 +14,7 @@ eclique/RISE ``evaluation.CausalMetric``):
   unchanged start;
 - Deletion starts from the input and replaces pixels by the substrate (default 0); Insertion
   starts from the substrate (default RISE's blur, kernel 11 sigma 5, see
-  :func:`pellucid._baselines.gaussian_blur`; tabular: 0) and puts back the original pixels;
+  :func:`pellucid._imaging.gaussian_blur`; tabular: 0) and puts back the original pixels;
 - the score is RISE's normalized area ``(sum(curve) - curve[0]/2 - curve[-1]/2) / n_steps``.
 
 Every (input, step) pair is built lazily one batch at a time and sent through
@@ -31,9 +31,9 @@ import torch
 from .._baselines import check_baseline, make_baseline
 from .._batching import predict_batched, predict_generated
 from .._validation import check_positive_int, check_probability
-from ._metric import (ModelMetric, SeededMetric, descending_ranks, normalized_auc, pearson_rows,
+from .._scoring import (descending_ranks, normalized_auc, pearson_rows,
                       runs_by_sample, target_scores)
-from .base import MetricResult
+from .base import MetricResult, ModelMetric, SeededMetric
 
 
 class _CausalMetric(ModelMetric):

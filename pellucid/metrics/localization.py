@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from .._validation import as_float_tensor, check_finite
-from ._metric import Metric, descending_ranks
-from .base import MetricResult
+from .._scoring import descending_ranks
+from .base import Metric, MetricResult
 
 
 def as_mask(masks: Any) -> torch.Tensor:

@@ -34,8 +34,8 @@ from scipy.sparse.linalg import spsolve
 
 from .._batching import predict_generated
 from .._validation import check_choice, check_non_negative, require_images
-from ._metric import SeededMetric, check_fractions, descending_ranks, target_scores, trapezoid_auc
-from .base import MetricResult
+from .._scoring import check_fractions, descending_ranks, target_scores, trapezoid_auc
+from .base import MetricResult, SeededMetric
 
 NEIGHBOUR_WEIGHTS = (((0, 1), 1 / 6), ((0, -1), 1 / 6), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
                      ((1, 1), 1 / 12), ((1, -1), 1 / 12), ((-1, 1), 1 / 12), ((-1, -1), 1 / 12))

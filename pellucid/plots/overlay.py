@@ -7,7 +7,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._baselines import upsample
+from .._imaging import upsample
 from ._common import draw_image, figure_and_axes, heatmap_style, image_for_display, to_numpy
 
 

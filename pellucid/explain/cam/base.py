@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from ..._baselines import upsample
+from ..._imaging import upsample
 from ..._batching import iter_slices
 from ..._validation import require_images
 from ...models import module_device

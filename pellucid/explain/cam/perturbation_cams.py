@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from ..._baselines import upsample
+from ..._imaging import upsample
 from ..._batching import predict_generated
 from .base import BaseCAM, Batch, forward_hook, min_max_normalize, safe_divide
 

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..._baselines import upsample
+from ..._imaging import upsample
 from ..._batching import input_gradient, iter_slices, predict_batched
 from ..._validation import (check_choice, check_input_matches_module, check_inputs,
                             check_positive_int, check_seed, check_targets, require_images)
 from ...models import (as_model, has_stochastic_training_layers, module_device,
                        preserved_running_stats, warn_training_mode)
-from ..sobol_estimators import check_power_of_two
+from ..perturbation.sobol_estimators import check_power_of_two
 from ._params import init_params, params_repr
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
 from .importance import IMPORTANCE_METHODS

@@ -20,7 +20,7 @@ import torch
 
 from ..._batching import gradients_generated, iter_slices
 from ...models import Model
-from ..sobol_estimators import jansen_total_indices, sobol_design
+from ..perturbation.sobol_estimators import jansen_total_indices, sobol_design
 
 
 def masked_scores(head: Model, coefficients: torch.Tensor, targets: torch.Tensor,

@@ -15,71 +15,9 @@ from typing import Any, Callable
 
 import torch
 
-from .._baselines import check_baseline, make_baseline
-from .._batching import iter_slices
-from .base import Explainer
-
-
-def linear_resize_matrix(in_size: int, out_size: int) -> torch.Tensor:
-    """``(out_size, in_size)`` weights of a 1-D linear resize, pixel-area aligned
-    (``align_corners=False``), mirror-reflected past the edges. ``R @ v`` equals
-    ``skimage.transform.resize(v, out_size, order=1, mode="reflect")``, i.e.
-    ``scipy.ndimage.zoom(v, out/in, order=1, mode="mirror", grid_mode=True)``: the upsampling of
-    the RISE reference code (eclique/RISE ``generate_masks``)."""
-    coords = (torch.arange(out_size, dtype=torch.float64) + 0.5) * in_size / out_size - 0.5
-    low = torch.floor(coords)
-    frac = coords - low
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
-    rows = torch.arange(out_size)
-    for index, weight in ((low, 1 - frac), (low + 1, frac)):
-        index = index.long()
-        if in_size > 1:  # mirror about the first and last samples: -1 -> 1, n -> n - 2
-            index = index.abs()
-            index = torch.where(index > in_size - 1, 2 * (in_size - 1) - index, index)
-        weights.index_put_((rows, index.clamp(0, in_size - 1)), weight, accumulate=True)
-    return weights.float()
-
-
-@dataclass
-class RiseMaskDesign:
-    """RISE masks (Petsiuk et al., 2018, Sec. 3.2), drawn once, built at full size on demand.
-
-    Binary ``grid_size x grid_size`` grids with ``P(1) = p``; each is upsampled bilinearly to
-    ``((grid_size + 1) * cell_h, (grid_size + 1) * cell_w)`` with ``cell = ceil(size / grid_size)``
-    and cropped to ``(H, W)`` at its own random offset in ``[0, cell_h) x [0, cell_w)`` (rows and
-    columns drawn independently, one pair per mask).
-    """
-
-    grids: torch.Tensor        # (nb_samples, grid_size, grid_size) in {0, 1}
-    row_offsets: torch.Tensor  # (nb_samples,) long
-    col_offsets: torch.Tensor  # (nb_samples,) long
-    size: tuple[int, int]
-
-    @classmethod
-    def draw(cls, nb_samples: int, grid_size: int, probability: float, size: tuple[int, int],
-             generator: torch.Generator) -> "RiseMaskDesign":
-        cells = [math.ceil(side / grid_size) for side in size]
-        grids = (torch.rand(nb_samples, grid_size, grid_size, generator=generator)
-                 < probability).float()
-        rows = torch.randint(0, cells[0], (nb_samples,), generator=generator)
-        cols = torch.randint(0, cells[1], (nb_samples,), generator=generator)
-        return cls(grids, rows, cols, tuple(size))
-
-    def __len__(self) -> int:
-        return len(self.grids)
-
-    def masks(self, indices: slice) -> torch.Tensor:
-        """Full-size masks ``(m, H, W)`` in ``[0, 1]`` for ``indices``:
-        ``M = R_rows[offset_r : offset_r + H] @ grid @ R_cols[offset_c : offset_c + W]^T``."""
-        grid_size = self.grids.shape[-1]
-        height, width = self.size
-        up_h = (grid_size + 1) * math.ceil(height / grid_size)
-        up_w = (grid_size + 1) * math.ceil(width / grid_size)
-        rows = linear_resize_matrix(grid_size, up_h)
-        cols = linear_resize_matrix(grid_size, up_w)
-        row_index = self.row_offsets[indices, None] + torch.arange(height)   # (m, H)
-        col_index = self.col_offsets[indices, None] + torch.arange(width)    # (m, W)
-        return rows[row_index] @ self.grids[indices] @ cols[col_index].transpose(1, 2)
+from ..._baselines import check_baseline, make_baseline
+from ..._batching import iter_slices
+from ..base import Explainer
 
 
 class MaskExplainer(Explainer):

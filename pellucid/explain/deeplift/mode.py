@@ -31,7 +31,7 @@ NO_RULE = (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Ten
 
 class DeepLiftMode(TorchFunctionMode):
     """Route the nonlinearities (and, for RevealCancel, the linear and convolution layers) of a
-    forward pass on a stacked batch of ``rows`` rows to ``layout`` (see ``_deeplift_layouts``)."""
+    forward pass on a stacked batch of ``rows`` rows to ``layout`` (see ``layouts``)."""
 
     def __init__(self, layout: Any, rows: int):
         super().__init__()

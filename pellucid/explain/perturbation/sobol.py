@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice, check_non_negative, check_positive_int
-from ._masks import MaskExplainer, amplitude, inpainting
+from ..._validation import check_choice, check_non_negative, check_positive_int
+from .base import MaskExplainer, amplitude, inpainting
 from .sobol_estimators import (check_power_of_two, design_rows, jansen_total_indices,
                                saltelli_first_order_indices, sobol_matrices)
 
@@ -30,7 +30,7 @@ class SobolAttribution(MaskExplainer):
     ``M`` with values in ``[0, 1]`` perturb the input.
 
     Masks: a scrambled Sobol quasi-Monte Carlo pick-freeze design (``A``, ``B`` and ``C_i``, see
-    :func:`~pellucid.explain.sobol_estimators.sobol_design`), one shared by all inputs of a call;
+    :func:`~pellucid.explain.perturbation.sobol_estimators.sobol_design`), one shared by all inputs of a call;
     grid masks are upsampled to the input size by nearest neighbour, as in the reference code.
     Indices: Jansen's total-order estimator (and Saltelli's first-order one in :meth:`indices`).
     The heatmap is the total-order grid upsampled bicubically to ``H x W`` (the reference code's
@@ -41,7 +41,7 @@ class SobolAttribution(MaskExplainer):
     - ``"inpainting"``: ``x * M + (1 - M) * baseline`` (``baseline`` 0 by default; the other
       perturbations ignore ``baseline``);
     - ``"blur"``: ``x * M + (1 - M) * blur(x)``, images only; RISE's Gaussian blur (kernel 11,
-      sigma 5, :func:`pellucid._baselines.gaussian_blur`) where the reference code used a
+      sigma 5, :func:`pellucid._imaging.gaussian_blur`) where the reference code used a
       10 x 10 box filter;
     - ``"amplitude"``: ``x * (M - 1/2) * sigma``, the operator Fel et al.'s reference code and
       Xplique compute (their docstrings say ``x + (M - 1/2) * sigma``, which neither computes).

@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-import pellucid.metrics.roar as roar
-from pellucid.metrics import Kar, Roar
-from pellucid.metrics.roar import train_small_cnn
+import pellucid.procedures.roar as roar
+from pellucid.procedures import Kar, Roar
+from pellucid.procedures.roar import train_small_cnn
 
 
 def informative_tabular(n, n_features=10, k=3, seed=0):

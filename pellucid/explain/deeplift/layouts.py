@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ._deeplift_rules import (RescaleElementwise, RescaleMaxPool, RevealCancelElementwise,
+from .rules import (RescaleElementwise, RescaleMaxPool, RevealCancelElementwise,
                               sign_split)
 
 

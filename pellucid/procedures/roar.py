@@ -30,8 +30,9 @@ from .._batching import predict_batched
 from .._validation import check_heatmaps, check_inputs, check_positive_int, check_seed
 from ..explain.base import Explainer
 from ..models import as_model
-from ._metric import Metric, check_fractions, descending_ranks, trapezoid_auc
-from .base import MetricResult
+from .._scoring import check_fractions, descending_ranks, trapezoid_auc
+from ..metrics.base import Metric
+from ..metrics.base import MetricResult
 
 
 def check_labels(labels: Any, n: int, name: str) -> torch.Tensor:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pellucid.explain.base import Explainer
-from pellucid.metrics import ModelRandomization
-from pellucid.metrics.sanity import gaussian_window, ssim
+from pellucid.procedures import ModelRandomization
+from pellucid.procedures.randomization import gaussian_window, ssim
 
 from conftest import small_cnn, small_mlp
 

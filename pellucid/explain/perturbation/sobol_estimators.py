@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 from scipy.stats import qmc
 
-from .._validation import check_positive_int
+from ..._validation import check_positive_int
 
 _TINY = 1e-12  # guards the division when the model output does not vary at all
 

@@ -2,7 +2,7 @@
 
 The forward of each function is the ordinary operation; its backward returns the DeepLIFT
 multiplier instead of the derivative (Shrikumar, Greenside, Kundaje, 2017). Two layouts of the
-batch dimension are used (see :mod:`pellucid.explain._deeplift_layouts`):
+batch dimension are used (see :mod:`pellucid.explain.deeplift.layouts`):
 
 - Rescale, ``[x ; x0]``: the input half and the reference half of every activation.
 - RevealCancel, ``[x0 ; x ; x0 + dx_pos ; x0 + dx_neg]``: the reference, the input, and the

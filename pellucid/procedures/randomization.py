@@ -36,8 +36,9 @@ from .._validation import (check_choice, check_heatmaps, check_input_matches_mod
                            check_targets)
 from ..explain.base import Explainer
 from ..models import as_model
-from ._metric import Metric, pearson_rows
-from .base import MetricResult
+from .._scoring import pearson_rows
+from ..metrics.base import Metric
+from ..metrics.base import MetricResult
 
 SIMILARITIES = ("spearman_abs", "spearman", "ssim")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from .._baselines import check_baseline, make_baseline
-from .._batching import predict_generated
-from .base import Explainer
+from ..._baselines import check_baseline, make_baseline
+from ..._batching import predict_generated
+from ..base import Explainer
 
 
 class Occlusion(Explainer):
