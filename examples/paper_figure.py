@@ -36,7 +36,7 @@ def main(out: Path, n_images: int = 6) -> None:
 
     pointing = PointingGame(tolerance=0)
     for name, maps in heatmaps.items():
-        print(f"{name:>22}: pointing game {pointing(maps, masks).mean:.2f}")
+        print(f"{name:>22}: pointing game {pointing(images, maps, masks=masks).mean:.2f}")
 
     labels = [f"digit {data.class_names[int(t)]}" for t in targets]
     grid = plots.method_grid(images, heatmaps, titles=labels, cell_size=1.4)

@@ -8,7 +8,7 @@ passes use ``torch.autograd.grad`` so no ``.grad`` is left on the user's paramet
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +43,17 @@ def predict_batched(model: Model, inputs: torch.Tensor, *, batch_size: int,
                              probabilities=probabilities, progress=progress, desc=desc)
 
 
+def score_generated(scorer: Any, n: int,
+                    make_inputs: Callable[[slice], tuple[torch.Tensor, torch.Tensor]], *,
+                    batch_size: int, progress: bool = False, desc: str | None = None
+                    ) -> torch.Tensor:
+    """Scores ``(n, T)`` of a call's :class:`~pellucid._scorer.Scorer` on the items built by
+    ``make_inputs(s) -> (batch, rows)`` for consecutive slices ``s`` (``rows``: the original
+    input of each item)."""
+    outputs = [scorer(*make_inputs(s)) for s in iter_slices(n, batch_size, progress, desc)]
+    return torch.cat(outputs)
+
+
 def gradients_generated(model: Model, n: int,
                         make_inputs: Callable[[slice], tuple[torch.Tensor, torch.Tensor]], *,
                         batch_size: int, progress: bool = False, desc: str | None = None
@@ -64,9 +75,17 @@ def gradients_generated(model: Model, n: int,
 def input_gradient(model: Model, x: torch.Tensor, targets: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """d output[i, targets[i]] / d x[i] for one batch, and the scores; CPU float32."""
-    leaf = x.detach().to(model.device, torch.float32).clone().requires_grad_(True)
-    out = model.forward_with_grad(leaf)
-    out = out.reshape(len(leaf), -1)
-    score = out.gather(1, targets.to(out.device).long()[:, None])[:, 0]
-    (grad,) = torch.autograd.grad(score.sum(), leaf)
-    return grad.detach().float().cpu(), score.detach().float().cpu()
+    return score_gradient(
+        lambda leaf: model.forward_with_grad(leaf).reshape(len(leaf), -1).gather(
+            1, targets.to(model.device).long()[:, None])[:, 0], x, model.device)
+
+
+def score_gradient(score: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of ``score(x) -> (n,)`` (each row's own score) w.r.t. ``x`` for one batch, and
+    the scores; CPU float32. ``x`` is copied to a fresh leaf on ``device``: no ``.grad`` is left
+    anywhere."""
+    leaf = x.detach().to(device, torch.float32).clone().requires_grad_(True)
+    scores = score(leaf)
+    (grad,) = torch.autograd.grad(scores.sum(), leaf)
+    return grad.detach().float().cpu(), scores.detach().float().cpu()

@@ -45,6 +45,19 @@ class Model:
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, x: torch.Tensor, **forward_kwargs: Any) -> Any:
+        """The model's raw outputs on ``x`` as it returns them (a tensor, or for a Module a
+        tuple / dict), without the graph; what output selectors read."""
+        if forward_kwargs:
+            raise TypeError(f"forward_kwargs need a torch.nn.Module; a {self.kind} model takes "
+                            "its inputs alone")
+        scores = self._raw_scores(x)
+        return scores[:, None] if scores.ndim == 1 else scores
+
+    def to_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Softmax over the class dimension (1), unless the outputs already are probabilities."""
+        return scores if self.outputs == "probabilities" else torch.softmax(scores, dim=1)
+
     def predict(self, x: torch.Tensor, probabilities: bool = False) -> torch.Tensor:
         """Scores ``(N, K)`` as float32 on the CPU; softmax-ed when ``probabilities``."""
         scores = self._raw_scores(x)
@@ -73,17 +86,20 @@ class TorchModel(Model):
         self.device = torch.device(device) if device is not None else module_device(module)
 
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def forward(self, x: torch.Tensor, **forward_kwargs: Any) -> Any:
         if has_stochastic_training_layers(self.module):
             warn_training_mode(self.module)
         with torch.inference_mode():
-            return self.module(x.to(self.device))
+            return self.module(x.to(self.device), **forward_kwargs)
 
-    def forward_with_grad(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_grad(self, x: torch.Tensor, **forward_kwargs: Any) -> Any:
         """Forward pass that records the graph (for white-box methods), on the model's device."""
         if has_stochastic_training_layers(self.module):
             warn_training_mode(self.module)
         with torch.enable_grad():
-            return self.module(x.to(self.device))
+            return self.module(x.to(self.device), **forward_kwargs)
 
 
 class SklearnModel(Model):

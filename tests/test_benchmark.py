@@ -47,14 +47,14 @@ class CountingExplainer(Explainer):
         super().__init__(model, **common)
         self.scale = scale
 
-    def _explain(self, x, targets):
+    def _explain(self, x, scorer):
         type(self).calls += 1
         return x.sum(1) * self.scale
 
 
 class MeanHeatmap(ModelMetric):
-    """Score of a sample = mean of its heatmap plus its target; counts calls; can be told to
-    raise KeyboardInterrupt on its n-th call (a user pressing Ctrl-C)."""
+    """Score of a sample = mean of its heatmap plus the model's score of its target; counts
+    calls; can be told to raise KeyboardInterrupt on its n-th call (a user pressing Ctrl-C)."""
 
     calls = 0
     interrupt_on: int | None = None
@@ -63,11 +63,12 @@ class MeanHeatmap(ModelMetric):
         super().__init__(model, **common)
         self.offset = offset
 
-    def _evaluate(self, inputs, heatmaps, targets):
+    def _score(self, inputs, heatmaps, scorer):
         type(self).calls += 1
         if type(self).calls == type(self).interrupt_on:
             raise KeyboardInterrupt
-        scores = heatmaps.flatten(1).mean(1) + targets + self.offset
+        target_scores = scorer(inputs, torch.arange(len(inputs)))[:, 0]
+        scores = heatmaps.flatten(1).mean(1) + target_scores + self.offset
         return MetricResult("mean_heatmap", scores.numpy(), higher_is_better=False)
 
 
@@ -104,18 +105,19 @@ def test_one_row_per_cell_with_scores_from_the_right_heatmaps(tmp_path):
     data, model = tiny_data(), make_config(tmp_path).datasets[0].model
     idx = np.sort(np.random.default_rng(0).choice(12, size=5, replace=False))
     x = data.x_test[idx]
-    targets = model(x).argmax(1).float()
+    targets = model(x).argmax(1)
+    target_logits = model(x).max(1).values.detach()  # the predicted class is the target
     for label, scale in (("input", 1.0), ("double", 2.0)):
         for metric, offset in (("mean", 0.0), ("mean+1", 1.0)):
-            expected = (x.sum(1).flatten(1).mean(1) * scale + targets + offset).numpy()
+            expected = (x.sum(1).flatten(1).mean(1) * scale + target_logits + offset).numpy()
             row = results[(results.method == label) & (results.metric == metric)].iloc[0]
             assert row["mean"] == pytest.approx(expected.mean(), rel=1e-6)
             assert row["std"] == pytest.approx(expected.std(), rel=1e-5)
             assert row["n"] == 5 and not row["higher_is_better"]
     random_row = results[results.method == "Random"].iloc[0]
-    random_maps = RandomAttribution(model, seed=0).explain(x, targets.long())
+    random_maps = RandomAttribution(model, seed=0).explain(x, targets)
     assert random_row["mean"] == pytest.approx(
-        (random_maps.flatten(1).mean(1) + targets).mean().item(), rel=1e-6)
+        (random_maps.flatten(1).mean(1) + target_logits).mean().item(), rel=1e-6)
 
     on_disk = pd.read_csv(tmp_path / "results.csv")
     pd.testing.assert_frame_equal(on_disk, results, check_dtype=False)

@@ -349,7 +349,7 @@ def test_rescale_agrees_with_captum_on_sequential_models(name):
     }[name]().eval()
     x, baseline = make_data("sigmoid_tanh" if name == "sigmoid_tanh_modules" else "cnn_maxpool")
     targets = torch.tensor([0, 1, 2, 1])
-    ours = DeepLift(model, baseline=baseline, progress=False)._attributions(x, targets)
+    ours = DeepLift(model, baseline=baseline, progress=False).attribute(x, targets)
     theirs = captum_deeplift(model, x, baseline, targets)
     correlation = np.corrcoef(ours.flatten().numpy(), theirs.flatten().numpy())[0, 1]
     assert correlation > 0.999
@@ -404,7 +404,7 @@ def test_heatmaps_are_channel_sums_of_the_attributions():
     heatmaps = explainer(x)  # targets=None: predicted classes
     assert heatmaps.shape == (4, 16, 16) and heatmaps.dtype == torch.float32
     targets = model(x).argmax(1)
-    torch.testing.assert_close(heatmaps, explainer._attributions(x, targets).sum(1))
+    torch.testing.assert_close(heatmaps, explainer.attribute(x, targets).sum(1))
 
 
 def test_model_and_inputs_are_left_untouched():

@@ -116,7 +116,7 @@ def test_integrated_gradients_agrees_with_captum(big_images, method):
     targets = torch.tensor([0, 1, 2, 3])
     ours = IntegratedGradients(model, steps=64, method=method, progress=False)
     heatmaps = ours.explain(big_images, targets)
-    raw = ours._attributions(big_images, targets)
+    raw = ours.attribute(big_images, targets)
     captum = CaptumIntegratedGradients(model).attribute(big_images, target=targets, n_steps=64,
                                                         method=method)
     if method == "riemann_trapezoid":

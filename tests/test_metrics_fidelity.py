@@ -124,10 +124,10 @@ def test_regression_models_use_the_raw_output():
     g = torch.Generator().manual_seed(5)
     w, x = torch.randn(5, generator=g), torch.randn(3, 5, generator=g)
     regression = lambda array: array @ w.numpy()  # noqa: E731 (a numpy callable, one output)
-    with pytest.raises(ValueError, match="single output.*probabilities=False"):
+    with pytest.raises(ValueError, match=r"output has shape \(1, 1\).*probabilities=False"):
         Deletion(regression)(x, w * x)
     recorder = Recorder(regression)
-    with pytest.raises(ValueError, match="single output"):
+    with pytest.raises(ValueError, match="probabilities=True"):
         Deletion(recorder, batch_size=2)(x, w * x)  # before predicting every input
     assert [len(batch) for batch in recorder.batches] == [1]
     result = Insertion(regression, probabilities=False, progress=False)(x, w * x)

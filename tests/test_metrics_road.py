@@ -14,9 +14,9 @@ from pellucid.metrics.road import noisy_linear_impute
 def test_imputation_of_a_constant_image_is_that_constant():
     images = torch.full((3, 2, 9, 7), 0.37)
     keep = torch.rand(3, 9, 7, generator=torch.Generator().manual_seed(0)) > 0.6
-    exact = noisy_linear_impute(images, keep, noise=0.0)
+    exact = noisy_linear_impute(images, keep, noise_level=0.0)
     torch.testing.assert_close(exact, images, atol=1e-6, rtol=0)
-    noisy = noisy_linear_impute(images, keep, noise=0.01,
+    noisy = noisy_linear_impute(images, keep, noise_level=0.01,
                                 generator=torch.Generator().manual_seed(1))
     removed = ~keep[:, None].expand_as(images)
     assert torch.equal(noisy[~removed], images[~removed])  # kept pixels untouched
@@ -28,7 +28,7 @@ def test_every_imputed_pixel_is_the_weighted_mean_of_its_neighbours():
     g = torch.Generator().manual_seed(2)
     images = torch.rand(2, 3, 6, 5, generator=g)
     keep = torch.rand(2, 6, 5, generator=g) > 0.5
-    out = noisy_linear_impute(images, keep, noise=0.0).double()
+    out = noisy_linear_impute(images, keep, noise_level=0.0).double()
     weights = {(dr, dc): (1 / 12 if dr and dc else 1 / 6)
                for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc}
     for b in range(2):
@@ -55,7 +55,7 @@ def test_the_system_is_solved_sparse(monkeypatch):
     monkeypatch.setattr(road, "spsolve", spy)
     images = torch.rand(4, 3, 16, 16)
     keep = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.5
-    noisy_linear_impute(images, keep, noise=0.0)
+    noisy_linear_impute(images, keep, noise_level=0.0)
     (matrix, rhs_shape), = seen  # one block system for the whole batch
     n = int((~keep).sum())
     assert scipy.sparse.issparse(matrix) and matrix.shape == (n, n) and rhs_shape == (n, 3)
@@ -76,14 +76,14 @@ def test_morf_falls_faster_than_lerf_for_exact_attributions():
     images = torch.rand(16, 1, 12, 12, generator=g) - 0.5
     model = linear_binary_image_model(weights * 4)
     exact, random = (weights * images)[:, 0], torch.rand(16, 12, 12, generator=g)
-    metric = Road(model, percentages=(0.1, 0.3, 0.5, 0.7, 0.9), progress=False)
+    metric = Road(model, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), progress=False)
     good, bad = metric(images, exact, targets=1), metric(images, random, targets=1)
     print(f"ROAD LeRF-MoRF area: exact {good.mean:.3f}, random {bad.mean:.3f}")
     assert good.mean > bad.mean + 0.2 and good.higher_is_better
     assert (good.details["morf_auc"] < good.details["lerf_auc"]).mean() > 0.9
     np.testing.assert_allclose(good.scores, good.details["lerf_auc"] - good.details["morf_auc"])
     assert good.curves.shape == (16, 5) and good.details["morf_accuracy"].shape == (5,)
-    morf_only = Road(model, percentages=(0.1, 0.3, 0.5, 0.7, 0.9), order="morf",
+    morf_only = Road(model, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), order="morf",
                      progress=False)(images, exact, targets=1)
     assert not morf_only.higher_is_better
     np.testing.assert_allclose(morf_only.scores, good.details["morf_auc"], atol=0.05)
@@ -91,18 +91,18 @@ def test_morf_falls_faster_than_lerf_for_exact_attributions():
 
 def test_without_noise_the_batch_size_does_not_matter(cnn, images):
     heatmaps = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(5))
-    small = Road(cnn, noise=0.0, batch_size=1, progress=False)(images, heatmaps)
-    large = Road(cnn, noise=0.0, batch_size=100, progress=False)(images, heatmaps)
+    small = Road(cnn, noise_level=0.0, batch_size=1, progress=False)(images, heatmaps)
+    large = Road(cnn, noise_level=0.0, batch_size=100, progress=False)(images, heatmaps)
     np.testing.assert_allclose(small.curves, large.curves, atol=1e-6)
     seeded = [Road(cnn, seed=7, progress=False)(images, heatmaps).scores for _ in range(2)]
     np.testing.assert_array_equal(*seeded)
 
 
 def test_bad_arguments_raise(cnn, images, mlp, tabular):
-    with pytest.raises(ValueError, match="percentages"):
-        Road(cnn, percentages=(0.5, 0.2))
-    with pytest.raises(ValueError, match="percentages"):
-        Road(cnn, percentages=(0.5, 1.0))
+    with pytest.raises(ValueError, match="fractions"):
+        Road(cnn, fractions=(0.5, 0.2))
+    with pytest.raises(ValueError, match="fractions"):
+        Road(cnn, fractions=(0.5, 1.0))
     with pytest.raises(ValueError, match="order"):
         Road(cnn, order="up")
     with pytest.raises(ValueError, match="Road needs images"):

@@ -49,7 +49,7 @@ def test_expected_saliency_of_a_linear_model():
     expected = bias + p * (x @ weights)[:, None] + (1 - p) * weights * x
     runs = np.stack([
         Rise(linear_model(weights, bias), nb_samples=2000, preservation_probability=p,
-             batch_size=2000, seed=seed, progress=False)(torch.tensor(x, dtype=torch.float32),
+             batch_size=2000, seed=seed, probabilities=False, progress=False)(torch.tensor(x, dtype=torch.float32),
                                                          targets=0).numpy()
         for seed in range(10)])
     standard_error = runs.std(axis=0, ddof=1) / math.sqrt(len(runs))
@@ -118,7 +118,7 @@ def test_non_square_images_find_the_region_the_model_reads():
 
     x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0)) + 0.5
     saliency = Rise(region_score, nb_samples=1500, grid_size=5, batch_size=256,
-                    progress=False)(x, targets=0)
+                    probabilities=False, progress=False)(x, targets=0)
     assert saliency.shape == (2, height, width)
     inside = saliency[:, :4, 14:].mean((1, 2))
     far = saliency[:, 8:, :8].mean((1, 2))
@@ -151,8 +151,8 @@ def test_baselines_blur_and_background_mean():
     assert Rise(small_cnn(), nb_samples=20, baseline="blur", progress=False)(x).shape == (2, 8, 8)
     background = torch.randn(50, 4, generator=torch.Generator().manual_seed(8)).mean(0)
     recorder = Recorder(lambda a: a.sum(1, keepdims=True))
-    Rise(recorder, nb_samples=10, baseline=background, batch_size=10, progress=False)(
-        torch.zeros(1, 4) + 100, targets=0)
+    Rise(recorder, nb_samples=10, baseline=background, batch_size=10, probabilities=False,
+         progress=False)(torch.zeros(1, 4) + 100, targets=0)
     masked = recorder.batches[-1]
     kept = masked == 100
     replaced = np.broadcast_to(background.numpy(), masked.shape)[~kept]
@@ -167,12 +167,19 @@ def test_works_with_sklearn_and_numpy_callables():
     weights = np.array([3.0, -2.0, 0.5, 0.0, 1.0])
     regression = LinearRegression().fit(data, data @ weights)
     x = torch.tensor(data[:2], dtype=torch.float32)
-    saliency = Rise(regression, nb_samples=3000, batch_size=1000, progress=False)(x).numpy()
+    saliency = Rise(regression, nb_samples=3000, batch_size=1000, probabilities=False,
+                    progress=False)(x).numpy()
     for row, inputs in zip(saliency, data[:2]):
         assert spearmanr(row, weights * inputs).statistic > 0.85
     classifier = LogisticRegression().fit(data, data @ weights > 0)
     assert Rise(classifier, nb_samples=100, progress=False)(x).shape == (2, 5)
-    assert Rise(lambda a: a @ weights, nb_samples=100, progress=False)(x, 0).shape == (2, 5)
+    assert Rise(lambda a: a @ weights, nb_samples=100, probabilities=False,
+                progress=False)(x, 0).shape == (2, 5)
+    # one policy for probabilities: a single output is refused, before any masked pass
+    recorder = Recorder(lambda a: a @ weights)
+    with pytest.raises(ValueError, match=r"output has shape \(1, 1\).*probabilities=False"):
+        Rise(recorder, nb_samples=100, progress=False)(x, 0)
+    assert [len(batch) for batch in recorder.batches] == [1]
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..explain.base import Explainer
+from .._scorer import Scorer
+from ..explain import Explainer
 
 
 class RandomAttribution(Explainer):
@@ -13,7 +14,7 @@ class RandomAttribution(Explainer):
     information about the model for that metric (Hooker et al., 2019 use the same control).
     """
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         shape = (x.shape[0], *x.shape[2:]) if x.ndim == 4 else tuple(x.shape)
         return torch.rand(shape, generator=self._generator())
 

@@ -73,10 +73,10 @@ class MethodSpec(ComponentSpec):
 
 
 class MetricSpec(ComponentSpec):
-    """A metric: ``name`` is a class of :mod:`pellucid.metrics` that scores heatmaps, either a
-    model metric (Deletion, Insertion, MuFidelity, Road, ...: built with the model, called on
-    inputs, heatmaps and targets) or a localization metric (PointingGame, RelevanceMass, ...:
-    called on heatmaps and ground-truth masks)."""
+    """A metric: ``name`` is a class of :mod:`pellucid.metrics` (a
+    :class:`~pellucid.metrics.Metric`); what it ``requires`` decides how it is built and called:
+    the model (Deletion, Insertion, MuFidelity, Road, ...) or ground-truth masks (PointingGame,
+    RelevanceMass, ...)."""
 
 
 @dataclass

@@ -36,8 +36,6 @@ from .._files import atomic_write
 from .. import explain as explain_module
 from .. import metrics as metrics_module
 from .._batching import predict_batched
-from ..metrics.base import ModelMetric, SeededMetric
-from ..metrics.localization import LocalizationMetric
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config
@@ -266,10 +264,8 @@ def score_cell(cell: Cell, metric: Any, prepared: PreparedDataset, heatmaps: tor
                explain_seconds: float) -> dict[str, Any]:
     """Run the cell's metric on the cached heatmaps; save per-sample scores; return the row."""
     start = time.perf_counter()
-    if isinstance(metric, ModelMetric):
-        result = metric(prepared.inputs, heatmaps, prepared.targets)
-    else:
-        result = metric(heatmaps, prepared.masks)
+    masks = prepared.masks if "masks" in metric.requires else None
+    result = metric(prepared.inputs, heatmaps, prepared.targets, masks=masks)
     seconds = time.perf_counter() - start
     arrays = {"scores": result.scores}
     if result.curves is not None:
@@ -287,34 +283,31 @@ def score_cell(cell: Cell, metric: Any, prepared: PreparedDataset, heatmaps: tor
 
 
 def check_metric_class(metric_class: type) -> type:
-    """The benchmark scores cached heatmaps: a metric must be a model metric,
-    ``metric(inputs, heatmaps, targets)``, or a localization metric, ``metric(heatmaps, masks)``."""
-    if not issubclass(metric_class, (ModelMetric, LocalizationMetric)):
-        raise TypeError(f"{metric_class.__name__} cannot be a benchmark metric: the benchmark "
-                        "scores cached heatmaps, so a metric must be a ModelMetric (Deletion, "
-                        "Insertion, MuFidelity, Road, ...) or a localization metric "
-                        "(PointingGame, RelevanceMass, ...); run Roar/Kar/ModelRandomization "
-                        "directly")
+    """The benchmark scores cached heatmaps: a metric must follow the metric contract,
+    ``metric(inputs, heatmaps, targets, masks=...)`` (:class:`pellucid.metrics.Metric`)."""
+    if not (isinstance(metric_class, type) and issubclass(metric_class, metrics_module.Metric)):
+        name = getattr(metric_class, "__name__", repr(metric_class))
+        raise TypeError(f"{name} cannot be a benchmark metric: the benchmark scores cached "
+                        "heatmaps, so a metric must be a pellucid.metrics.Metric (Deletion, "
+                        "Insertion, MuFidelity, Road, PointingGame, ...); run the procedures "
+                        "Roar/Kar/ModelRandomization directly")
     return metric_class
 
 
 def check_masks(spec: DatasetSpec, prepared: PreparedDataset, metrics: dict[str, type]) -> None:
     """Localization metrics need ground-truth masks; say so before any explanation runs."""
-    needing = [label for label, cls in metrics.items() if issubclass(cls, LocalizationMetric)]
+    needing = [label for label, cls in metrics.items() if "masks" in cls.requires]
     if needing and prepared.masks is None:
         raise ValueError(f"{needing} need ground-truth masks and dataset {spec.name!r} has none;"
                          " restrict them with datasets=[...] to datasets that have masks")
 
 
 def build_metric(metric_class: type, model: Any, params: dict[str, Any], seed: int) -> Any:
-    """A model metric gets the model, the benchmark's seed (if seeded) and no inner progress
-    bar; a localization metric only its parameters."""
-    if issubclass(metric_class, LocalizationMetric):
+    """A metric that ``requires`` the model gets it, the benchmark's seed and no inner progress
+    bar; any other metric only its parameters."""
+    if "model" not in metric_class.requires:
         return metric_class(**params)
-    defaults = {"progress": False}
-    if issubclass(metric_class, SeededMetric):
-        defaults["seed"] = seed
-    return metric_class(model, **{**defaults, **params})
+    return metric_class(model, **{"seed": seed, "progress": False, **params})
 
 
 def resolve(name: Any, module: Any, builtins: dict[str, type], kind: str) -> type:
@@ -325,7 +318,7 @@ def resolve(name: Any, module: Any, builtins: dict[str, type], kind: str) -> typ
         return builtins[name]
     if name not in module.__all__:
         available = sorted({*builtins, *module.__all__} - {"Explainer", "WhiteBoxExplainer",
-                                                           "MetricResult"})
+                                                           "Metric", "MetricResult"})
         raise ValueError(f"unknown {kind} {name!r}; available: {available}")
     return getattr(module, name)
 

@@ -2,110 +2,77 @@
 
 A method is a small subclass that declares its hyperparameters as keyword-only arguments of
 ``__init__`` (stored under the same names, validated there, shown by ``repr``, as in
-scikit-learn) and implements ``_explain(inputs, targets)`` on validated tensors.
+scikit-learn) and implements ``_explain(x, scorer)`` on validated inputs, reading the model only
+through the call's :class:`~pellucid._scorer.Scorer`.
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .._batching import predict_batched
-from .._validation import (check_input_matches_module, check_inputs, check_positive_int,
-                           check_seed, check_targets, check_white_box)
-from ..models import as_model, preserved_running_stats
+from .._runner import ModelRunner
+from .._scorer import Scorer
+from .._validation import check_white_box
 
 
-class Explainer:
-    """Base of every attribution method.
+class Explainer(ModelRunner):
+    """Base of every attribution method (parameters: :class:`~pellucid._runner.ModelRunner`).
 
-    Parameters common to all methods:
-        model: a ``torch.nn.Module`` (logits), a scikit-learn estimator or a numpy callable.
-        batch_size: most inputs in one forward pass; bounds memory.
-        seed: random seed (same seed, same heatmap); unused by deterministic methods.
-        device: where the model runs; ``None`` = the model's own device.
-        progress: show a tqdm bar when the work takes more than one batch.
+    ``explain(inputs, targets=None, *, forward_kwargs=None)`` returns a float32 CPU heatmap
+    ``(N, H, W)`` for images ``(N, C, H, W)`` and ``(N, F)`` for tabular inputs ``(N, F)``.
+    ``targets``: ``None`` (the predicted class), an int, one int per input, an ``(N, T)`` array
+    (then heatmaps ``(N, T, H, W)``), or an output selector (:mod:`pellucid.selectors`).
+    ``forward_kwargs``: extra arguments of the model's ``forward``; tensors with one row per
+    input go with their input.
 
-    ``explain(inputs, targets=None)`` returns a float32 CPU heatmap ``(N, H, W)`` for images
-    ``(N, C, H, W)`` and ``(N, F)`` for tabular inputs ``(N, F)``. ``targets``: ``None`` (the
-    predicted class), an int, or one int per input.
+    Methods whose ``_explain`` handles ``T`` targets at once (from the same forward passes) set
+    ``multi_target = True`` and return ``(N, T, ...)``; for the others the targets are explained
+    one after the other.
     """
 
-    def __init__(self, model: Any, *, batch_size: int = 64, seed: int | None = 0,
-                 device: Any = None, progress: bool = True):
-        self.model = model
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.seed = check_seed(seed)
-        self.device = device
-        self.progress = bool(progress)
-        self._model = as_model(model, device=device)
+    multi_target = False
 
-    # -- scikit-learn habits -------------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        names: list[str] = []
-        for klass in cls.__mro__:
-            if "__init__" not in vars(klass) or klass is object:
-                continue
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.kind == p.KEYWORD_ONLY and p.name not in names:
-                    names.append(p.name)
-        return names
-
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters by name (the model excluded)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
-
-    # -- the interface -------------------------------------------------------------------
-    def explain(self, inputs: Any, targets: Any = None) -> torch.Tensor:
+    def explain(self, inputs: Any, targets: Any = None, *, forward_kwargs: Any = None
+                ) -> torch.Tensor:
         """Heatmaps of ``inputs`` for ``targets``; see the class docstring."""
-        heatmaps = self._run(self._explain, inputs, targets)
-        return heatmaps.detach().float().cpu().contiguous()
+        return self._per_target(self._explain, inputs, targets, forward_kwargs)
 
     __call__ = explain
 
-    def _run(self, method: Any, inputs: Any, targets: Any) -> Any:
-        """``method(x, t)`` on the validated inputs ``x`` and resolved targets ``t``, the
-        model's batch-norm running statistics put back afterwards: what every public entry
-        point of an explainer does around its computation."""
-        x = check_inputs(inputs)
-        if self._model.module is not None:
-            check_input_matches_module(x, self._model.module)
-        self._check_inputs(x)
-        with preserved_running_stats(self._model.module):
-            return method(x, self.resolve_targets(x, targets))
+    def _per_target(self, method: Callable[[torch.Tensor, Scorer], torch.Tensor], inputs: Any,
+                    targets: Any, forward_kwargs: Any) -> torch.Tensor:
+        """``method(x, scorer)`` in the call's prelude: ``(N, T, ...)`` when the targets are
+        multiple, else ``(N, ...)``; float32 on the CPU."""
+        with self._call(inputs, targets, forward_kwargs) as (x, scorer):
+            if self.multi_target:
+                results = method(x, scorer)
+            else:
+                results = torch.stack([method(x, scorer.column(j))
+                                       for j in range(scorer.nb_targets)], dim=1)
+        results = results if scorer.multiple else results[:, 0]
+        return results.detach().float().cpu().contiguous()
 
-    def resolve_targets(self, x: torch.Tensor, targets: Any) -> torch.Tensor:
-        """``(N,)`` long tensor of the classes to explain; ``None`` means the predicted class."""
-        if targets is None:
-            scores = predict_batched(self._model, x, batch_size=self.batch_size)
-            return scores.argmax(dim=1)
-        first = self._model.predict(x[:1])
-        return check_targets(targets, len(x), first.shape[1])
-
-    def _check_inputs(self, x: torch.Tensor) -> None:
-        """Method-specific input checks (e.g. images only); the default accepts both kinds."""
-
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         raise NotImplementedError
-
-    def _generator(self) -> torch.Generator:
-        """A private generator seeded with ``seed`` (the global RNG is never touched)."""
-        generator = torch.Generator()
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(self.seed)
-        return generator
 
 
 class WhiteBoxExplainer(Explainer):
     """Base of methods that need gradients or internals: the model must be a Module."""
+
+    channel_reduction = "sum"  # how per-element attributions become a heatmap
+
+    def attribute(self, inputs: Any, targets: Any = None, *, forward_kwargs: Any = None
+                  ) -> torch.Tensor:
+        """Per-element attributions with the inputs' shape (before the channel rule of
+        ``explain``), for the methods that compute them (gradients, DeepLIFT)."""
+        return self._per_target(self._attributions, inputs, targets, forward_kwargs)
+
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+        return reduce_channels(self._attributions(x, scorer), self.channel_reduction)
+
+    def _attributions(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no per-element attributions")
 
     def __init__(self, model: Any, **common: Any):
         check_white_box(model, type(self).__name__)

@@ -1,6 +1,7 @@
-"""Faithfulness and localization metrics; they consume heatmaps and return MetricResults."""
+"""Faithfulness and localization metrics: ``metric(inputs, heatmaps, targets=None, *,
+masks=None) -> MetricResult`` on heatmaps from any method (see :mod:`pellucid.metrics.base`)."""
 from .._lazy import lazy_exports
-from .base import MetricResult
+from .base import Metric, MetricResult, ModelMetric
 
 _EXPORTS = {
     **dict.fromkeys(["Deletion", "Insertion", "MuFidelity"], ".fidelity"),
@@ -8,4 +9,4 @@ _EXPORTS = {
     **dict.fromkeys(["PointingGame", "RelevanceMass", "RelevanceRankAccuracy"], ".localization"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = ["MetricResult", *_EXPORTS]
+__all__ = ["Metric", "ModelMetric", "MetricResult", *_EXPORTS]

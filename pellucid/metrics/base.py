@@ -1,15 +1,16 @@
-"""Base classes of the metrics: hyperparameters and validation in one place.
+"""The metric contract, and what every metric returns.
 
-A metric is built like an explainer (keyword-only hyperparameters stored under their own
-names, validated in ``__init__``, shown by ``repr``, no work in ``__init__``) and called on
-heatmaps that any method produced::
+Every heatmap metric is called the same way, on heatmaps that any method (or another library)
+produced::
 
-    result = Deletion(model, batch_size=64)(inputs, heatmaps, targets)
+    result = metric(inputs, heatmaps, targets=None, *, masks=None)     # -> MetricResult
 
-:class:`ModelMetric` validates ``inputs`` (``(N, C, H, W)`` or ``(N, F)``), ``heatmaps``
-(``(N, H, W)``, or ``(N, C, H, W)`` summed over channels, or ``(N, F)``) and ``targets``
-(``None`` = the class the model predicts on the original inputs, an int, or N ints) before any
-expensive work, then hands tensors to ``_evaluate``.
+and declares in ``requires`` what it needs besides inputs and heatmaps: ``"model"`` (given to
+``__init__``; the metric runs it on perturbed inputs) and ``"masks"`` (ground-truth masks, given
+per call). The benchmark reads that declaration. Inputs are ``(N, C, H, W)`` or ``(N, F)``;
+heatmaps ``(N, H, W)`` (or ``(N, C, H, W)``, summed over channels) or ``(N, F)``; ``targets``
+as for explainers (:mod:`pellucid.selectors`), one target per input. Everything is checked
+before any expensive work.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import (check_heatmaps, check_input_matches_module, check_inputs,
-                           check_positive_int, check_seed)
-from ..explain.base import Explainer
-from ..models import as_model, preserved_running_stats
-
+from .._params import Configurable
+from .._runner import ModelRunner
+from .._scorer import Scorer
+from .._validation import check_heatmaps, check_inputs
+from ..selectors import as_selector
 
 @dataclass
 class MetricResult:
@@ -64,72 +65,79 @@ class MetricResult:
         return f"MetricResult({self.name}: mean={self.mean:.4f} over {self.scores.size} samples)"
 
 
-class Metric:
-    """Hyperparameter habits shared with :class:`~pellucid.explain.base.Explainer`
-    (``get_params`` and ``repr`` list the keyword-only arguments of ``__init__``)."""
+class Metric(Configurable):
+    """Base of every heatmap metric (see the module docstring); subclasses implement
+    ``_evaluate(x, heatmaps, targets, masks)`` on checked tensors."""
 
     name = "metric"
     higher_is_better = True
+    requires: frozenset[str] = frozenset()
 
-    _param_names = Explainer.__dict__["_param_names"]
-    get_params = Explainer.get_params
-    __repr__ = Explainer.__repr__
-
-
-class ModelMetric(Metric):
-    """A metric that runs the model on perturbed inputs.
-
-    Parameters common to these metrics:
-        model: a ``torch.nn.Module`` (logits), a scikit-learn estimator or a numpy callable.
-        batch_size: most inputs in one forward pass; bounds memory.
-        device: where the model runs; ``None`` = the model's own device.
-        progress: show a tqdm bar when the work takes more than one batch.
-    """
-
-    probabilities = False  # whether the metric scores softmax probabilities
-
-    def __init__(self, model: Any, *, batch_size: int = 64, device: Any = None,
-                 progress: bool = True):
-        self.model = model
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.device = device
-        self.progress = bool(progress)
-        self._model = as_model(model, device=device)
-
-    resolve_targets = Explainer.resolve_targets
-
-    def __call__(self, inputs: Any, heatmaps: Any, targets: Any = None) -> MetricResult:
-        """Score ``heatmaps`` of ``inputs`` for ``targets``; see the module docstring."""
+    def __call__(self, inputs: Any, heatmaps: Any, targets: Any = None, *,
+                 masks: Any = None) -> MetricResult:
+        """Score ``heatmaps`` of ``inputs``; see the module docstring."""
         x = check_inputs(inputs)
-        if self._model.module is not None:
-            check_input_matches_module(x, self._model.module)
         self._check_inputs(x)
         h = check_heatmaps(heatmaps, x)
-        with preserved_running_stats(self._model.module):
-            # one sample tells the number of outputs: checked before targets=None predicts all
-            if self.probabilities and self._model.predict(x[:1]).shape[1] == 1:
-                raise ValueError(f"{type(self).__name__} scores softmax probabilities, but the "
-                                 "model has a single output (a regression or one binary "
-                                 "score?), whose softmax is always 1; pass probabilities=False "
-                                 "to use the raw output")
-            t = self.resolve_targets(x, targets)
-            return self._evaluate(x, h, t)
+        if "masks" in self.requires:
+            masks = check_masks(masks, h, type(self).__name__)
+        return self._evaluate(x, h, targets, masks)
 
     evaluate = __call__
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         """Metric-specific input checks (e.g. images only); the default accepts both kinds."""
 
-    def _evaluate(self, x: torch.Tensor, heatmaps: torch.Tensor, targets: torch.Tensor
-                  ) -> MetricResult:
+    def _evaluate(self, x: torch.Tensor, heatmaps: torch.Tensor, targets: Any,
+                  masks: torch.Tensor | None) -> MetricResult:
         raise NotImplementedError
 
 
-class SeededMetric(ModelMetric):
-    """A model metric that draws random numbers: ``seed`` (same seed, same result)."""
+class ModelMetric(Metric, ModelRunner):
+    """A metric that runs the model on perturbed inputs (parameters:
+    :class:`~pellucid._runner.ModelRunner`); subclasses implement ``_score(x, heatmaps,
+    scorer)`` with the call's :class:`~pellucid._scorer.Scorer` (one target per input).
+    ``forward_kwargs`` go to the model's ``forward`` as for explainers."""
 
-    def __init__(self, model: Any, *, seed: int | None = 0, **common: Any):
-        super().__init__(model, **common)
-        self.seed = check_seed(seed)
+    requires = frozenset({"model"})
 
-    _generator = Explainer._generator
+    def __call__(self, inputs: Any, heatmaps: Any, targets: Any = None, *, masks: Any = None,
+                 forward_kwargs: Any = None) -> MetricResult:
+        x = self._validate(inputs)
+        h = check_heatmaps(heatmaps, x)
+        check_single_target(as_selector(targets), type(self).__name__)
+        with self._call(x, targets, forward_kwargs) as (x, scorer):
+            check_single_target(scorer, type(self).__name__)
+            return self._score(x, h, scorer)
+
+    evaluate = __call__
+
+    def _score(self, x: torch.Tensor, heatmaps: torch.Tensor, scorer: Scorer) -> MetricResult:
+        raise NotImplementedError
+
+
+def check_single_target(selector: Any, who: str) -> None:
+    if selector.multiple or selector.nb_targets != 1:
+        raise ValueError(f"{who} scores one target per input; got several per input (an (N, T) "
+                         "targets array or a selector of T > 1 scores): score them one by one")
+
+
+def as_mask(masks: Any) -> torch.Tensor:
+    """A boolean tensor of ground-truth masks (bool or numbers; non-zero is inside)."""
+    if isinstance(masks, torch.Tensor):
+        return masks.detach().cpu() != 0
+    if isinstance(masks, (np.ndarray, list, tuple)):
+        return torch.as_tensor(np.asarray(masks) != 0)
+    raise TypeError(f"masks must be a torch.Tensor or numpy array, got {type(masks).__name__}")
+
+
+def check_masks(masks: Any, heatmaps: torch.Tensor, who: str) -> torch.Tensor:
+    """Ground-truth masks of the heatmaps' shape, as booleans (non-zero is inside)."""
+    if masks is None:
+        raise ValueError(f"{who} needs ground-truth masks: call it with masks=... of the "
+                         f"heatmaps' shape {tuple(heatmaps.shape)}")
+    m = as_mask(masks)
+    if m.shape != heatmaps.shape:
+        raise ValueError(f"masks must have the heatmaps' shape {tuple(heatmaps.shape)}; "
+                         f"got {tuple(m.shape)}")
+    return m

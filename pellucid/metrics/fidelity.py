@@ -29,11 +29,10 @@ from typing import Any
 import torch
 
 from .._baselines import check_baseline, make_baseline
-from .._batching import predict_batched, predict_generated
+from .._batching import score_generated
 from .._validation import check_positive_int, check_probability
-from .._scoring import (descending_ranks, normalized_auc, pearson_rows,
-                      runs_by_sample, target_scores)
-from .base import MetricResult, ModelMetric, SeededMetric
+from .._scoring import descending_ranks, normalized_auc, pearson_rows, runs_by_sample
+from .base import MetricResult, ModelMetric
 
 
 class _CausalMetric(ModelMetric):
@@ -53,7 +52,7 @@ class _CausalMetric(ModelMetric):
     def _default_baseline(self, x: torch.Tensor) -> Any:
         return 0.0
 
-    def _evaluate(self, x, heatmaps, targets):
+    def _score(self, x, heatmaps, scorer):
         n, n_pixels = len(x), heatmaps[0].numel()
         step = self.step or (math.ceil(n_pixels / 100) if x.ndim == 4 else 1)
         points = math.ceil(n_pixels / step) + 1
@@ -67,7 +66,7 @@ class _CausalMetric(ModelMetric):
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_pixels)
         buffer = torch.empty((min(self.batch_size, n * points), *x.shape[1:]), device=device)
 
-        def make_inputs(s: slice) -> torch.Tensor:
+        def make_inputs(s: slice) -> tuple[torch.Tensor, torch.Tensor]:
             # one reused buffer, no gathered copies: fresh large tensors per batch cost page
             # faults (the model reads its input before the next batch is built)
             out = buffer[:s.stop - s.start]
@@ -75,17 +74,14 @@ class _CausalMetric(ModelMetric):
                 replaced = ranks[sample] < changed[steps, None]
                 torch.where(replaced.view(mask_shape), finish[sample], start[sample],
                             out=out[rows])
-            return out
+            return out, torch.arange(s.start, s.stop) // points
 
-        scores = predict_generated(self._model, n * points, make_inputs,
-                                   batch_size=self.batch_size,
-                                   probabilities=self.probabilities, progress=self.progress,
-                                   desc=self.name)
-        curves = target_scores(scores, targets.repeat_interleave(points)).view(n, points)
+        scores = score_generated(scorer, n * points, make_inputs, batch_size=self.batch_size,
+                                 progress=self.progress, desc=self.name)
+        curves = scores.view(n, points)
         return MetricResult(self.name, normalized_auc(curves.numpy()), curves=curves.numpy(),
                             fractions=(changed.double().cpu() / n_pixels).numpy(),
-                            higher_is_better=self.higher_is_better,
-                            details={"step": step, "targets": targets.numpy()})
+                            higher_is_better=self.higher_is_better, details={"step": step})
 
 
 class Deletion(_CausalMetric):
@@ -129,7 +125,7 @@ class Insertion(_CausalMetric):
         return "blur" if x.ndim == 4 else 0.0
 
 
-class MuFidelity(SeededMetric):
+class MuFidelity(ModelMetric):
     """MuFidelity (Bhatt et al., 2020, def. 3): Pearson correlation, over ``nb_samples`` random
     subsets S, between the attribution inside S and the drop of the model's output when S is set
     to the baseline::
@@ -171,7 +167,7 @@ class MuFidelity(SeededMetric):
         cols = torch.arange(width) * g // width
         return (rows[:, None] * g + cols[None, :]).reshape(-1), g * g
 
-    def _evaluate(self, x, heatmaps, targets):
+    def _score(self, x, heatmaps, scorer):
         n, nb = len(x), self.nb_samples
         cell_of_pixel, n_cells = self._cells(x)
         flat = heatmaps.reshape(n, -1).double()
@@ -189,7 +185,7 @@ class MuFidelity(SeededMetric):
         mask_shape = (-1, 1, *x.shape[2:]) if x.ndim == 4 else (-1, n_cells)
         buffer = torch.empty((min(self.batch_size, n * nb), *x.shape[1:]), device=device)
 
-        def make_inputs(s: slice) -> torch.Tensor:
+        def make_inputs(s: slice) -> tuple[torch.Tensor, torch.Tensor]:
             out = buffer[:s.stop - s.start]  # reused, as in Deletion
             for sample, rows, draws in runs_by_sample(s, nb):
                 cells = torch.zeros(rows.stop - rows.start, n_cells, dtype=torch.bool).scatter_(
@@ -197,18 +193,15 @@ class MuFidelity(SeededMetric):
                 pixels = cells if cell_of_pixel is None else cells[:, cell_of_pixel]
                 torch.where(pixels.to(device).view(mask_shape), substrate[sample],
                             inputs[sample], out=out[rows])
-            return out
+            return out, torch.arange(s.start, s.stop) // nb
 
-        original = target_scores(predict_batched(self._model, x, batch_size=self.batch_size,
-                                                 probabilities=self.probabilities), targets)
-        perturbed = predict_generated(self._model, n * nb, make_inputs,
-                                      batch_size=self.batch_size,
-                                      probabilities=self.probabilities, progress=self.progress,
-                                      desc=self.name)
-        perturbed = target_scores(perturbed, targets.repeat_interleave(nb)).view(n, nb)
+        original = score_generated(scorer, n, lambda s: (x[s], torch.arange(s.start, s.stop)),
+                                   batch_size=self.batch_size)[:, 0]
+        perturbed = score_generated(scorer, n * nb, make_inputs, batch_size=self.batch_size,
+                                    progress=self.progress, desc=self.name).view(n, nb)
         drops = original[:, None] - perturbed
         return MetricResult(self.name, pearson_rows(attribution_sums, drops).numpy(),
                             higher_is_better=True,
                             details={"attribution_sums": attribution_sums.numpy(),
                                      "output_drops": drops.double().numpy(),
-                                     "subset_size": subset_size, "targets": targets.numpy()})
+                                     "subset_size": subset_size})

@@ -1,7 +1,8 @@
 """Localization metrics: does the heatmap point at the ground-truth region?
 
-They need no model: ``metric(heatmaps, masks)`` with heatmaps ``(N, H, W)`` (``(N, C, H, W)`` is
-summed over channels) and boolean ground-truth masks ``(N, H, W)`` (any non-zero value is inside);
+They need no model: ``metric(inputs, heatmaps, masks=masks)`` with heatmaps ``(N, H, W)``
+(``(N, C, H, W)`` is summed over channels) and ground-truth masks of the heatmaps' shape
+``(N, H, W)`` (bool or numbers, any non-zero value is inside);
 RelevanceMass and RelevanceRankAccuracy also take tabular ``(N, F)`` heatmaps with ``(N, F)``
 masks of the truly relevant features. A sample with an empty mask scores NaN (left out of
 ``mean``). Higher is better for all three.
@@ -14,48 +15,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_float_tensor, check_finite
+from .._validation import require_images
 from .._scoring import descending_ranks
 from .base import Metric, MetricResult
 
 
-def as_mask(masks: Any) -> torch.Tensor:
-    """A boolean tensor of ground-truth masks (bool or numbers; non-zero is inside)."""
-    if isinstance(masks, torch.Tensor):
-        return masks.detach().cpu() != 0
-    if isinstance(masks, (np.ndarray, list, tuple)):
-        return torch.as_tensor(np.asarray(masks) != 0)
-    raise TypeError(f"masks must be a torch.Tensor or numpy array, got {type(masks).__name__}")
-
-
 class LocalizationMetric(Metric):
-    """``metric(heatmaps, masks) -> MetricResult``; subclasses implement ``_scores``."""
+    """``metric(inputs, heatmaps, masks=masks) -> MetricResult`` against ground-truth masks
+    (``targets`` unused); subclasses implement ``_scores``."""
 
     images_only = False
+    requires = frozenset({"masks"})
 
-    def __call__(self, heatmaps: Any, masks: Any) -> MetricResult:
-        h = as_float_tensor(heatmaps, "heatmaps").cpu()
-        m = as_mask(masks)
-        if h.ndim == 4 and m.ndim == 3 and h.shape[:1] + h.shape[2:] == m.shape:
-            h = h.sum(1)
-        ranks = (3,) if self.images_only else (2, 3)
-        if h.ndim not in ranks:
-            expected = " or ".join({2: "(N, F)", 3: "(N, H, W)"}[r] for r in ranks)
-            raise ValueError(f"{type(self).__name__} needs heatmaps {expected}; got shape "
-                             f"{tuple(h.shape)}")
-        if h.shape != m.shape:
-            raise ValueError(f"masks must have the heatmaps' shape {tuple(h.shape)}; "
-                             f"got {tuple(m.shape)}")
-        if len(h) == 0:
-            raise ValueError("heatmaps hold no sample (N = 0)")
-        check_finite(h, "heatmaps")
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        if self.images_only:
+            require_images(x, type(self).__name__)
+
+    def _evaluate(self, x, h, targets, m):
         flat_h, flat_m = h.reshape(len(h), -1).double(), m.reshape(len(m), -1)
         scores = self._scores(h, m, flat_h, flat_m)
         scores = torch.where(flat_m.any(1), scores, torch.full_like(scores, float("nan")))
         return MetricResult(self.name, scores.numpy(), higher_is_better=True,
                             details=self._details(h))
 
-    evaluate = __call__
 
     def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks) -> torch.Tensor:
         raise NotImplementedError

@@ -7,18 +7,18 @@ neighbours; neighbours outside the image are left out and the weights of the oth
 renormalized), with removed neighbours unknown too. That is one sparse linear system per image
 (the same matrix for every channel, one right-hand side per channel); here the systems of a
 whole batch are solved at once as one block-diagonal sparse system (``scipy.sparse`` +
-``spsolve``, about 9 non-zeros per unknown), then Gaussian noise of std ``noise`` (0.01) is
+``spsolve``, about 9 non-zeros per unknown), then Gaussian noise of std ``noise_level`` (0.01) is
 added to the imputed values. The imputation hides the shape of the removed region, so the
 model cannot read the explanation from the mask itself.
 
 Curves: the target class probability after removing the fraction ``p`` of pixels, for every
-``p`` in ``percentages`` (default 0.1, ..., 0.9 as in the paper), in two orders: MoRF (most
+``p`` in ``fractions`` (default 0.1, ..., 0.9 as in the paper), in two orders: MoRF (most
 relevant first: a steep fall is good) and LeRF (least relevant first: staying high is good).
 ``round(p * H * W)`` pixels are removed; ranking as in Deletion (all channels of a pixel
 together, ties in row-major order). Note the reference code's LeRF at ``p`` keeps the top ``p``
 (removes ``1 - p``); here both orders remove the fraction ``p``, as in the paper's plots.
 
-Scores (normalized trapezoid area over ``percentages``):
+Scores (normalized trapezoid area over ``fractions``):
 ``order="morf"``: area of MoRF (lower is better); ``"lerf"``: area of LeRF (higher is better);
 ``"both"`` (default): LeRF area minus MoRF area (higher is better), and ``curves`` is the
 LeRF - MoRF difference. ``details`` always holds every computed curve, area and accuracy.
@@ -32,17 +32,18 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
-from .._batching import predict_generated
+from .._batching import iter_slices
 from .._validation import check_choice, check_non_negative, require_images
-from .._scoring import check_fractions, descending_ranks, target_scores, trapezoid_auc
-from .base import MetricResult, SeededMetric
+from .._scoring import check_fractions, descending_ranks, trapezoid_auc
+from ..selectors import top_class_hits
+from .base import MetricResult, ModelMetric
 
 NEIGHBOUR_WEIGHTS = (((0, 1), 1 / 6), ((0, -1), 1 / 6), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
                      ((1, 1), 1 / 12), ((1, -1), 1 / 12), ((-1, 1), 1 / 12), ((-1, -1), 1 / 12))
 ORDERS = ("both", "morf", "lerf")
 
 
-def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, noise: float = 0.01,
+def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, noise_level: float = 0.01,
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """Fill the pixels of ``images`` ``(B, C, H, W)`` where ``keep`` ``(B, H, W)`` is False by
     noisy linear imputation (see the module docstring). Returns a new float32 tensor."""
@@ -53,7 +54,7 @@ def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, noise: float =
     out = values.copy()
     if len(unknown):
         out[unknown] = solve_linear_imputation(values, kept, unknown, height, width)
-        out[unknown] += noise * torch.randn(len(unknown), channels, generator=generator,
+        out[unknown] += noise_level * torch.randn(len(unknown), channels, generator=generator,
                                             dtype=torch.float64).numpy()
     return torch.from_numpy(out).float().view(batch, height, width, channels).permute(0, 3, 1, 2)
 
@@ -88,30 +89,30 @@ def solve_linear_imputation(values: np.ndarray, kept: np.ndarray, unknown: np.nd
     return np.asarray(spsolve(matrix, rhs)).reshape(n, values.shape[1])
 
 
-class Road(SeededMetric):
+class Road(ModelMetric):
     """ROAD (Rong et al., 2022): MoRF/LeRF curves with noisy linear imputation; see the module
     docstring.
 
     Parameters:
-        percentages: increasing fractions of pixels removed (default 0.1, ..., 0.9).
+        fractions: increasing fractions of pixels removed (default 0.1, ..., 0.9).
         order: ``"both"`` (score LeRF - MoRF area), ``"morf"`` or ``"lerf"``.
-        noise: std of the Gaussian noise added to imputed pixels (0.01).
+        noise_level: std of the Gaussian noise added to imputed pixels (0.01).
         probabilities: curves of the target's softmax probability (True) or raw output.
         seed: seed of that noise (drawn batch after batch: the same seed and batch_size give
-            the same result; with ``noise=0`` the result does not depend on batch_size).
+            the same result; with ``noise_level=0`` the result does not depend on batch_size).
     """
 
     name = "road"
 
     def __init__(self, model: Any, *,
-                 percentages: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                 order: str = "both", noise: float = 0.01, probabilities: bool = True,
+                 fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                 order: str = "both", noise_level: float = 0.01, probabilities: bool = True,
                  **common: Any):
         super().__init__(model, **common)
         self.probabilities = bool(probabilities)
-        self.percentages = check_fractions("percentages", percentages)
+        self.fractions = check_fractions("fractions", fractions)
         self.order = check_choice("order", order, ORDERS)
-        self.noise = check_non_negative("noise", noise)
+        self.noise_level = check_non_negative("noise_level", noise_level)
 
     @property
     def higher_is_better(self) -> bool:
@@ -120,37 +121,39 @@ class Road(SeededMetric):
     def _check_inputs(self, x):
         require_images(x, "Road")
 
-    def _evaluate(self, x, heatmaps, targets):
+    def _score(self, x, heatmaps, scorer):
         n, (height, width) = len(x), x.shape[2:]
         orders = ("morf", "lerf") if self.order == "both" else (self.order,)
-        fractions = np.asarray(self.percentages)
+        fractions = np.asarray(self.fractions)
         counts = torch.as_tensor(np.rint(fractions * height * width), dtype=torch.long)
         ranks = descending_ranks(heatmaps)
         per_sample = len(orders) * len(counts)
         lerf = torch.tensor([order == "lerf" for order in orders])
         generator = self._generator()
 
-        def make_inputs(s: slice) -> torch.Tensor:
+        def make_inputs(s: slice) -> tuple[torch.Tensor, torch.Tensor]:
             index = torch.arange(s.start, s.stop)
             sample, combination = index // per_sample, index % per_sample
             count, from_bottom = counts[combination % len(counts)], lerf[combination // len(counts)]
             position = torch.where(from_bottom[:, None], height * width - 1 - ranks[sample],
                                    ranks[sample])
             keep = (position >= count[:, None]).view(-1, height, width)
-            return noisy_linear_impute(x[sample], keep, self.noise, generator)
+            return noisy_linear_impute(x[sample], keep, self.noise_level, generator), sample
 
-        scores = predict_generated(self._model, n * per_sample, make_inputs,
-                                   batch_size=self.batch_size,
-                                   probabilities=self.probabilities,
-                                   progress=self.progress, desc=self.name)
-        repeated = targets.repeat_interleave(per_sample)
-        outputs = target_scores(scores, repeated).view(n, len(orders), -1).double().numpy()
-        correct = (scores.argmax(1) == repeated).view(n, len(orders), -1).double().numpy()
-        details: dict[str, Any] = {"targets": targets.numpy()}
+        scores, hits = [], []
+        for s in iter_slices(n * per_sample, self.batch_size, self.progress, self.name):
+            batch, rows = make_inputs(s)
+            outputs = scorer.forward(batch, rows)
+            scores.append(scorer.select(outputs, rows).float().cpu())
+            hits.append(top_class_hits(scorer.selector, outputs, rows))
+        outputs = torch.cat(scores).view(n, len(orders), -1).double().numpy()
+        details: dict[str, Any] = {}
         for i, order in enumerate(orders):
             details[f"{order}_curves"] = outputs[:, i]
             details[f"{order}_auc"] = trapezoid_auc(outputs[:, i], fractions)
-            details[f"{order}_accuracy"] = correct[:, i].mean(0)
+            if hits[0] is not None:  # accuracy is defined for class targets
+                correct = torch.cat(hits).view(n, len(orders), -1).double().numpy()
+                details[f"{order}_accuracy"] = correct[:, i].mean(0)
         curves = (details["lerf_curves"] - details["morf_curves"] if self.order == "both"
                   else details[f"{self.order}_curves"])
         return MetricResult(self.name, trapezoid_auc(curves, fractions), curves=curves,

@@ -25,20 +25,20 @@ import copy
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import nn
 
 from .._batching import predict_batched
-from .._validation import (check_choice, check_heatmaps, check_input_matches_module,
-                           check_inputs, check_positive_int, check_seed,
-                           check_targets)
-from ..explain.base import Explainer
-from ..models import as_model
+from .._runner import ModelRunner
 from .._scoring import pearson_rows
-from ..metrics.base import Metric
-from ..metrics.base import MetricResult
+from .._validation import check_choice
+from ..metrics import MetricResult
+from ..models import as_model
+from ..selectors import Selector
+from .base import Procedure
 
 SIMILARITIES = ("spearman_abs", "spearman", "ssim")
 
@@ -102,49 +102,42 @@ def randomize_layer(module: nn.Module, generator: torch.Generator) -> None:
         parameter.copy_((2 * values - 1) * bound)
 
 
-class ModelRandomization(Metric):
+class ModelRandomization(Procedure, ModelRunner):
     """Cascading model-parameter randomization (Adebayo et al., 2018); see the module docstring.
 
     Parameters:
         model: a ``torch.nn.Module`` (its parameters are what gets randomized).
-        explainer: an :class:`~pellucid.explain.base.Explainer` class, built as
-            ``explainer(model, **explainer_kwargs)``, or a callable
-            ``explainer(model, inputs, targets) -> heatmaps``.
-        explainer_kwargs: keyword arguments of the explainer class.
+        explainer, explainer_kwargs: the explainer factory (:mod:`pellucid.procedures.base`).
         similarity: what ``curves`` and ``scores`` hold: ``"spearman_abs"`` (default),
             ``"spearman"`` or ``"ssim"``; all three are in ``details``.
         layers: names of the modules to randomize, top first; ``None`` = every module that owns
             parameters, last registered first.
         seed: seed of the re-initialization.
-        batch_size: most inputs per forward pass when resolving targets.
+        batch_size, device, progress: as for every runner (``batch_size``: most inputs per
+            forward pass when resolving targets).
 
-    ``metric(inputs, targets=None)`` explains ``inputs`` itself (``targets``: ``None`` = the
-    original model's predicted class, an int, or N ints) and returns a :class:`MetricResult`.
+    ``procedure(inputs, targets=None)`` explains ``inputs`` itself and returns a
+    :class:`MetricResult`. ``targets``: ``None`` = the original model's predicted class (the
+    same class for every randomized model), an int, N ints, or an output selector (passed to
+    the explainer as it is).
     """
 
     name = "model_randomization"
     higher_is_better = False
-
-    _generator = Explainer._generator  # seed None: fresh randomness; an int: reproducible
+    _model_arguments = ("model", "explainer")
 
     def __init__(self, model: Any, explainer: Any, *, explainer_kwargs: dict | None = None,
                  similarity: str = "spearman_abs", layers: Sequence[str] | None = None,
-                 seed: int | None = 0, batch_size: int = 64):
+                 **common: Any):
         if not isinstance(model, nn.Module):
             raise TypeError(f"ModelRandomization randomizes the layers of a torch.nn.Module; "
                             f"got {type(model).__name__}")
-        is_class = isinstance(explainer, type) and issubclass(explainer, Explainer)
-        if not is_class and (isinstance(explainer, type) or not callable(explainer)):
-            raise TypeError("explainer must be an Explainer class or a callable "
-                            "(model, inputs, targets) -> heatmaps; got "
-                            f"{getattr(explainer, '__name__', type(explainer).__name__)}")
-        self.model = model
+        super().__init__(model, **common)
+        self._check_explainer(explainer, explainer_kwargs)
         self.explainer = explainer
-        self.explainer_kwargs = dict(explainer_kwargs or {})
+        self.explainer_kwargs = explainer_kwargs
         self.similarity = check_choice("similarity", similarity, SIMILARITIES)
-        self.layers = None if layers is None else list(layers)
-        self.seed = check_seed(seed)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.layers = layers
         self._layer_names()  # unknown layer names fail here, before any work
 
     def _layer_names(self) -> list[str]:
@@ -154,23 +147,15 @@ class ModelRandomization(Metric):
             if unknown:
                 raise ValueError(f"layers {unknown} are not modules of the model; its modules "
                                  f"with parameters are {self._parameterized(modules)}")
-            return self.layers
+            return list(self.layers)
         return self._parameterized(modules)[::-1]
 
     @staticmethod
     def _parameterized(modules: dict) -> list[str]:
         return [name for name, m in modules.items() if any(True for _ in m.parameters(False))]
 
-    def _explain(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.explainer, type):
-            heatmaps = self.explainer(model, **self.explainer_kwargs).explain(x, targets)
-        else:
-            heatmaps = self.explainer(model, x, targets)
-        return check_heatmaps(heatmaps, x)
-
     def __call__(self, inputs: Any, targets: Any = None) -> MetricResult:
-        x = check_inputs(inputs)
-        check_input_matches_module(x, self.model)
+        x = self._validate(inputs)
         if self.similarity == "ssim" and x.ndim != 4:
             raise ValueError("similarity 'ssim' needs images (N, C, H, W); use a Spearman "
                              "similarity for tabular inputs")
@@ -178,22 +163,24 @@ class ModelRandomization(Metric):
         if not names:
             raise ValueError("the model has no layer with parameters to randomize")
         randomized = copy.deepcopy(self.model)
-        scores = predict_batched(as_model(randomized), x, batch_size=self.batch_size)
-        t = scores.argmax(1) if targets is None else check_targets(targets, len(x),
-                                                                   scores.shape[1])
-        original = self._explain(randomized, x, t)
+        t = targets
+        if targets is None:
+            t = predict_batched(as_model(randomized), x, batch_size=self.batch_size).argmax(1)
+        original = self._heatmaps(randomized, x, t)
         modules = dict(randomized.named_modules())
         generator = self._generator()
         similarities = {name: [] for name in SIMILARITIES}
         for name in names:
             randomize_layer(modules[name], generator)
-            heatmaps = self._explain(randomized, x, t)
+            heatmaps = self._heatmaps(randomized, x, t)
             similarities["spearman"].append(spearman_rows(original, heatmaps))
             similarities["spearman_abs"].append(spearman_rows(original.abs(), heatmaps.abs()))
             if x.ndim == 4:
                 similarities["ssim"].append(ssim(scaled_magnitude(original),
                                                  scaled_magnitude(heatmaps)))
-        details: dict[str, Any] = {"layers": names, "targets": t.numpy()}
+        details: dict[str, Any] = {"layers": names}
+        if not (callable(t) or isinstance(t, Selector)):  # class indices
+            details["targets"] = np.broadcast_to(np.asarray(t), (len(x),)).copy()
         details.update({key: torch.stack(values, 1).numpy()
                         for key, values in similarities.items() if values})
         curves = details[self.similarity]

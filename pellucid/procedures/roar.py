@@ -2,7 +2,9 @@
 "A Benchmark for Interpretability Methods in Deep Neural Networks"; reference code
 google-research/interpretability_benchmark).
 
-For every fraction ``f`` the top ``round(f * P)`` pixels (all channels of a pixel together) or
+A model is trained on the original data with the user's ``train_fn``, and the explainer
+factory (:mod:`pellucid.procedures.base`) explains every training and test input for its true
+label. Then, for every fraction ``f``, the top ``round(f * P)`` pixels (all channels of a pixel together) or
 features of every training and test input, ranked by that input's heatmap, are replaced by the
 training set's mean (per channel for images, per feature for tabular data): ROAR replaces the
 top-ranked ones, KAR all the others (it keeps the top). A fresh model is trained from scratch on
@@ -27,12 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._batching import predict_batched
-from .._validation import check_heatmaps, check_inputs, check_positive_int, check_seed
-from ..explain.base import Explainer
-from ..models import as_model
+from .._runner import seeded_generator
 from .._scoring import check_fractions, descending_ranks, trapezoid_auc
-from ..metrics.base import Metric
-from ..metrics.base import MetricResult
+from .._validation import check_inputs, check_positive_int, check_seed
+from ..metrics import MetricResult
+from ..models import as_model
+from .base import Procedure
 
 
 def check_labels(labels: Any, n: int, name: str) -> torch.Tensor:
@@ -51,7 +53,7 @@ def accepts_seed(function: Callable) -> bool:
     return any(p.name == "seed" or p.kind == p.VAR_KEYWORD for p in parameters)
 
 
-class _RetrainingMetric(Metric):
+class _Retraining(Procedure):
     """ROAR and KAR; subclasses set ``name``, ``higher_is_better`` and ``keeps_top``.
 
     Parameters:
@@ -59,6 +61,8 @@ class _RetrainingMetric(Metric):
             logits, a scikit-learn classifier or a callable); it gets numpy arrays if
             ``x_train`` was one, else tensors, and ``seed=`` (``seed + repeat``) when its
             signature has a ``seed`` parameter.
+        explainer, explainer_kwargs: the explainer factory, applied to the model trained on
+            the original data (``seed``) with the true labels as targets.
         fractions: increasing fractions of pixels/features removed (kept for KAR).
         repeats: trainings per fraction and ranking.
         seed: seed of the random ranking and of the trainings.
@@ -67,36 +71,38 @@ class _RetrainingMetric(Metric):
     """
 
     keeps_top = False
+    _model_arguments = ("train_fn", "explainer")
 
-    _generator = Explainer._generator  # seed None: fresh randomness; an int: reproducible
-
-    def __init__(self, train_fn: Callable, *,
+    def __init__(self, train_fn: Callable, explainer: Any, *, explainer_kwargs: dict | None = None,
                  fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                  repeats: int = 3, seed: int | None = 0, batch_size: int = 256,
                  progress: bool = True):
         if not callable(train_fn):
             raise TypeError(f"train_fn must be callable (x_train, y_train) -> fitted model; "
                             f"got {type(train_fn).__name__}")
+        self._check_explainer(explainer, explainer_kwargs)
         self.train_fn = train_fn
+        self.explainer = explainer
+        self.explainer_kwargs = explainer_kwargs
         self.fractions = check_fractions("fractions", fractions)
         self.repeats = check_positive_int("repeats", repeats)
         self.seed = check_seed(seed)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.progress = bool(progress)
 
-    def evaluate(self, x_train: Any, y_train: Any, heatmaps_train: Any, x_test: Any,
-                 y_test: Any, heatmaps_test: Any) -> MetricResult:
-        """Retrain on inputs degraded along the heatmaps; see the module docstring."""
+    def evaluate(self, x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> MetricResult:
+        """Explain, then retrain on inputs degraded along the heatmaps; see the module
+        docstring."""
         as_numpy = isinstance(x_train, np.ndarray)
         xs = {"train": check_inputs(x_train), "test": check_inputs(x_test)}
         if xs["train"].shape[1:] != xs["test"].shape[1:]:
             raise ValueError(f"x_test inputs {tuple(xs['test'].shape[1:])} differ from x_train "
                              f"inputs {tuple(xs['train'].shape[1:])}")
-        heat = {"train": check_heatmaps(heatmaps_train, xs["train"]),
-                "test": check_heatmaps(heatmaps_test, xs["test"])}
         ys = {"train": check_labels(y_train, len(xs["train"]), "y_train"),
               "test": check_labels(y_test, len(xs["test"]), "y_test")}
-        generator = self._generator()
+        model = self._train(xs["train"], ys["train"], as_numpy, repeat=0)
+        heat = {part: self._heatmaps(model, xs[part], ys[part]) for part in xs}
+        generator = seeded_generator(self.seed)
         rankings = {"explanation": {part: descending_ranks(heat[part]) for part in heat},
                     "random": {part: torch.rand(heat[part].reshape(len(heat[part]), -1).shape,
                                                 generator=generator).argsort(1)
@@ -153,7 +159,7 @@ class _RetrainingMetric(Metric):
         return float((predicted == y).double().mean())
 
 
-class Roar(_RetrainingMetric):
+class Roar(_Retraining):
     """ROAR (Hooker et al., 2019): remove the top-ranked fraction, retrain, test accuracy; a
     steeper fall than the random ranking's is better (``higher_is_better=False``)."""
 
@@ -161,7 +167,7 @@ class Roar(_RetrainingMetric):
     higher_is_better = False
 
 
-class Kar(_RetrainingMetric):
+class Kar(_Retraining):
     """KAR (Hooker et al., 2019): keep only the top-ranked fraction, retrain, test accuracy;
     higher is better."""
 

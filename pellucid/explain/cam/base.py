@@ -26,6 +26,7 @@ from torch import nn
 from ..._imaging import upsample
 from ..._batching import iter_slices
 from ..._validation import require_images
+from ..._scorer import Scorer
 from ...models import module_device
 from ..base import WhiteBoxExplainer
 
@@ -104,7 +105,8 @@ class Batch(NamedTuple):
     """What a variant may need besides the activations and gradients of one batch."""
 
     inputs: torch.Tensor   # (B, C, H, W) on the model's device
-    targets: torch.Tensor  # (B,) long
+    rows: torch.Tensor     # (B,) long: which inputs of the call they are
+    scorer: Scorer         # the call's scores (targets, forward arguments)
     scores: torch.Tensor   # (B,) the target scores y_c of the unperturbed inputs
     layer: nn.Module       # the target layer
 
@@ -153,21 +155,21 @@ class BaseCAM(WhiteBoxExplainer):
     def _check_inputs(self, x: torch.Tensor) -> None:
         require_images(x, type(self).__name__)
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         layer = self._layer
         if layer is None:
             layer = dict(self.module.named_modules())[find_target_layer(self.module, x)]
         maps = []
         for s in iter_slices(len(x), self.batch_size, self.progress, type(self).__name__):
-            xb = x[s].to(self._model.device)
-            tb = targets[s].to(self._model.device)
-            activations, gradients, scores = self._capture(layer, xb, tb)
-            layer_map = self._layer_map(activations, gradients, Batch(xb, tb, scores, layer))
+            xb, rows = x[s].to(self._model.device), torch.arange(s.start, s.stop)
+            activations, gradients, scores = self._capture(layer, xb, scorer, rows)
+            layer_map = self._layer_map(activations, gradients,
+                                        Batch(xb, rows, scorer, scores, layer))
             maps.append(torch.relu(layer_map).detach().float().cpu())
         cams = upsample(torch.cat(maps), tuple(x.shape[2:]))
         return min_max_normalize(cams) if self.normalize else cams
 
-    def _capture(self, layer: nn.Module, x: torch.Tensor, targets: torch.Tensor
+    def _capture(self, layer: nn.Module, x: torch.Tensor, scorer: Scorer, rows: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Activations ``(B, C, h, w)``, their gradients (or ``None`` for gradient-free
         variants) and the target scores ``(B,)`` for one batch."""
@@ -187,11 +189,11 @@ class BaseCAM(WhiteBoxExplainer):
         leaf = x.detach().clone().requires_grad_(self.needs_gradients)
         with torch.set_grad_enabled(self.needs_gradients):
             with forward_hook(layer, keep):
-                out = self.module(leaf)
+                out = self.module(leaf, **scorer.kwargs_for(rows))
             if not captured:
                 raise RuntimeError("target_layer was not called during the forward pass")
             output = captured[0]
-            scores = out.reshape(len(x), -1).gather(1, targets[:, None])[:, 0]
+            scores = scorer.select(out, rows)[:, 0]
             gradients = None
             if self.needs_gradients:
                 (grad,) = torch.autograd.grad(scores.sum(), output)

@@ -1,17 +1,18 @@
 """Gradient-free CAMs that weigh each channel by forward passes: Score-CAM and Ablation-CAM.
 
 Each (sample, channel) pair is one perturbed forward pass; the pairs run in chunks of
-``batch_size`` through :func:`pellucid._batching.predict_generated` (never all ``B x C`` at once,
+``batch_size`` through :func:`pellucid._batching.score_generated` (never all ``B x C`` at once,
 never one at a time), so memory is bounded by ``batch_size`` whatever the channel count.
 """
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
 from ..._imaging import upsample
-from ..._batching import predict_generated
+from ..._batching import score_generated
 from .base import BaseCAM, Batch, forward_hook, min_max_normalize, safe_divide
 
 
@@ -19,17 +20,17 @@ class _PerturbationCAM(BaseCAM):
     """Channel weights from one forward pass per (sample, channel) pair."""
 
     needs_gradients = False
-    probabilities = False
 
     def _channel_weights(self, activations, gradients, batch: Batch) -> torch.Tensor:
         sample, channel = self._evaluated_channels(activations).nonzero(as_tuple=True)
         with self._perturbation(activations, batch, sample, channel) as make_inputs:
-            scores = predict_generated(self._model, len(sample), make_inputs,
-                                       batch_size=self.batch_size,
-                                       probabilities=self.probabilities)
+            scores = score_generated(
+                batch.scorer, len(sample),
+                lambda s: (make_inputs(s), batch.rows[sample[s].cpu()]),
+                batch_size=self.batch_size) if len(sample) else None
         weights = torch.zeros_like(activations[:, :, 0, 0])
         if len(sample):
-            perturbed = scores.gather(1, batch.targets[sample].cpu()[:, None])[:, 0]
+            perturbed = scores[:, 0]
             weights[sample, channel] = self._weights_from_scores(
                 perturbed.to(weights), batch.scores[sample].to(weights))
         return weights
@@ -53,9 +54,12 @@ class ScoreCAM(_PerturbationCAM):
     (bilinear) to input size and min-max scaled to ``[0, 1]``. Baseline-free, as in the authors'
     code (a baseline score would shift every weight by the same constant). Channels constant at
     layer resolution have no mask and weigh 0. Costs one forward pass per non-constant channel
-    and input."""
+    and input. ``probabilities=False`` weighs by the raw target score instead (for a model
+    without classes, e.g. through a regression or segmentation selector)."""
 
-    probabilities = True
+    def __init__(self, model: Any, *, probabilities: bool = True, **common: Any):
+        super().__init__(model, **common)
+        self.probabilities = bool(probabilities)
 
     def _evaluated_channels(self, activations):
         flat = activations.flatten(2)

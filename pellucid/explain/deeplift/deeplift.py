@@ -10,7 +10,8 @@ from ..._batching import iter_slices
 from ..._validation import as_float_tensor, check_choice, check_finite
 from .layouts import LAYOUTS
 from .mode import DeepLiftMode
-from ..base import WhiteBoxExplainer, reduce_channels
+from ..._scorer import Scorer
+from ..base import WhiteBoxExplainer
 
 RULES = tuple(LAYOUTS)
 
@@ -26,10 +27,7 @@ class _DeepLiftBase(WhiteBoxExplainer):
         """``(references, input index, reference index)`` of every pair."""
         raise NotImplementedError
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return reduce_channels(self._attributions(x, targets), "sum")
-
-    def _attributions(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _attributions(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         """Contributions ``(x - x0) * m`` with the input's shape, averaged over each input's
         pairs. A pass holds ``batch_size // streams`` pairs of 2 or 4 rows (at least one pair)."""
         x = x.cpu()
@@ -39,18 +37,20 @@ class _DeepLiftBase(WhiteBoxExplainer):
         for s in iter_slices(len(inputs_of), pairs_per_pass, self.progress,
                              desc=type(self).__name__):
             i = inputs_of[s]
-            total.index_add_(0, i, self._pass(x[i], references[references_of[s]], targets[i]))
+            total.index_add_(0, i, self._pass(x[i], references[references_of[s]], scorer, i))
         counts = torch.bincount(inputs_of, minlength=len(x)).to(x.dtype)
         return total / counts.view(-1, *[1] * (x.ndim - 1))
 
-    def _pass(self, x: torch.Tensor, x0: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _pass(self, x: torch.Tensor, x0: torch.Tensor, scorer: Scorer, rows: torch.Tensor
+              ) -> torch.Tensor:
         layout = LAYOUTS[self.rule]
         device = self._model.device
         delta = (x - x0).to(device).requires_grad_(True)
         stacked = layout.build(x0.to(device), delta)
         with DeepLiftMode(layout, rows=len(stacked)):
-            outputs = self._model.forward_with_grad(stacked)
-        scores = layout.target_scores(outputs.reshape(len(stacked), -1), targets.to(device))
+            outputs = self._model.forward_with_grad(
+                stacked, **scorer.kwargs_for(rows.repeat(layout.streams)))
+        scores = scorer.select(layout.input_stream(outputs), rows)
         (multipliers,) = torch.autograd.grad(scores.sum(), delta)
         return (delta * multipliers).detach().float().cpu()
 

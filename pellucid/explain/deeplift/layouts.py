@@ -8,12 +8,11 @@ right in both layouts: on ``[x ; x0]`` its backward is its gradient, i.e. the li
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from .rules import (RescaleElementwise, RescaleMaxPool, RevealCancelElementwise,
-                              sign_split)
+from .rules import RescaleElementwise, RescaleMaxPool, RevealCancelElementwise, sign_split
 
 
 class Layout:
@@ -26,9 +25,16 @@ class Layout:
     def build(self, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def target_scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Scores whose gradient w.r.t. ``delta`` are the multipliers."""
-        raise NotImplementedError
+    input_row = 0  # which stream holds the inputs x (the rows whose scores are explained)
+
+    def input_stream(self, outputs: Any) -> Any:
+        """The outputs of the input rows (a tensor, tuple or dict of them): their target
+        scores' gradients w.r.t. ``delta`` are the multipliers."""
+        if torch.is_tensor(outputs):
+            return outputs.chunk(self.streams)[self.input_row]
+        if isinstance(outputs, dict):
+            return {key: self.input_stream(value) for key, value in outputs.items()}
+        return type(outputs)(self.input_stream(value) for value in outputs)
 
     def elementwise(self, x: torch.Tensor, fn: Callable) -> torch.Tensor:
         raise NotImplementedError
@@ -50,9 +56,6 @@ class RescaleLayout(Layout):
 
     def build(self, reference, delta):
         return torch.cat([reference + delta, reference])
-
-    def target_scores(self, outputs, targets):
-        return outputs.chunk(2)[0].gather(1, targets[:, None])[:, 0]
 
     def elementwise(self, x, fn):
         return RescaleElementwise.apply(x, fn)
@@ -89,8 +92,7 @@ class RevealCancelLayout(Layout):
     def build(self, reference, delta):
         return _restack(reference, reference + delta, *sign_split(delta))
 
-    def target_scores(self, outputs, targets):
-        return outputs.chunk(4)[1].gather(1, targets[:, None])[:, 0]
+    input_row = 1
 
     def elementwise(self, x, fn):
         return RevealCancelElementwise.apply(x, fn)

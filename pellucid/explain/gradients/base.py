@@ -5,8 +5,9 @@ from typing import Any
 
 import torch
 
-from ..._batching import input_gradient, iter_slices
-from ..base import WhiteBoxExplainer, reduce_channels
+from ..._batching import iter_slices, score_gradient
+from ..._scorer import Scorer
+from ..base import WhiteBoxExplainer
 
 
 class AggregatedGradients(WhiteBoxExplainer):
@@ -17,13 +18,9 @@ class AggregatedGradients(WhiteBoxExplainer):
     they must implement ``_combine``.
     """
 
-    channel_reduction = "sum"
     moments: tuple[int, ...] = (1,)
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return reduce_channels(self._attributions(x, targets), self.channel_reduction)
-
-    def _attributions(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _attributions(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         """Per-element attributions, shape of ``x`` (before channel reduction)."""
         x_model = x.to(self._model.device)
         context = self._prepare(x_model)
@@ -34,7 +31,8 @@ class AggregatedGradients(WhiteBoxExplainer):
             items = torch.arange(s.start, s.stop)
             sample, copy = items // k, items % k
             copies = self._copies(x_model, sample, copy, context)
-            grads, _ = input_gradient(self._model, copies, targets[sample])
+            grads, _ = score_gradient(lambda leaf: scorer.with_grad(leaf, sample)[:, 0], copies,
+                                      self._model.device)
             weight = weights[copy].view(-1, *[1] * (x.ndim - 1))
             grads = grads.double()
             for p in self.moments:

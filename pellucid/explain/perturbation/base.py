@@ -17,16 +17,19 @@ import torch
 
 from ..._baselines import check_baseline, make_baseline
 from ..._batching import iter_slices
+from ..._scorer import Scorer
 from ..base import Explainer
 
 
 class MaskExplainer(Explainer):
     """Base of the black-box methods that score masked copies of each input (RISE, Sobol).
 
-    ``probabilities``: score the softmax of the model's outputs (``Model.predict(x,
-    probabilities=True)``) rather than its raw outputs; ignored for a model with one output
-    (a softmax over one output is constant).
+    ``probabilities``: score the softmax of the model's outputs rather than its raw outputs
+    (the policy of :mod:`pellucid.selectors`: refused for a model without classes). Every
+    target of a call (``(N, T)`` targets) is scored from the same forward passes.
     """
+
+    multi_target = True
 
     def __init__(self, model: Any, *, baseline: Any = 0.0, probabilities: bool = True,
                  **common: Any):
@@ -37,34 +40,28 @@ class MaskExplainer(Explainer):
     def _check_inputs(self, x: torch.Tensor) -> None:
         make_baseline(self.baseline, x)  # wrong shape or kind raises before any pass
 
-    def _use_probabilities(self, x: torch.Tensor) -> bool:
-        return self.probabilities and self._model.predict(x[:1]).shape[1] > 1
-
-    def _masked_scores(self, x: torch.Tensor, targets: torch.Tensor, nb_masks: int,
+    def _masked_scores(self, x: torch.Tensor, scorer: Scorer, nb_masks: int,
                        masks_for: Callable[[slice], torch.Tensor], perturb: Perturbation,
                        consume: Callable[[slice, torch.Tensor, torch.Tensor], None]
                        | None = None) -> torch.Tensor:
-        """Target scores ``(nb_masks, N)`` of the model on every (mask, input) pair.
+        """Target scores ``(nb_masks, N, T)`` of the model on every (mask, input) pair.
 
         Each forward pass is a block of ``m`` masks times ``k`` inputs (``m * k <= batch_size``):
         ``masks_for(mask_slice)`` builds the block's masks ``(m, ...)``, ``perturb(image_slice,
         masks)`` its ``m * k`` inputs, mask-major. ``consume(image_slice, masks, scores)``, if
-        given, sees each block's scores ``(m, k)`` (to accumulate without storing masks).
+        given, sees each block's scores ``(m, k, T)`` (to accumulate without storing masks).
         """
         n = len(x)
-        probabilities = self._use_probabilities(x)
         images_per_pass = min(n, self.batch_size)
         masks_per_pass = max(1, self.batch_size // images_per_pass)
-        scores = torch.empty(nb_masks, n)
+        scores = torch.empty(nb_masks, n, scorer.nb_targets)
         for mask_slice in iter_slices(nb_masks, masks_per_pass, self.progress,
                                       type(self).__name__):
             masks = masks_for(mask_slice).to(x.device)
             for image_slice in iter_slices(n, images_per_pass):
-                outputs = self._model.predict(perturb(image_slice, masks),
-                                              probabilities=probabilities)
-                outputs = outputs.reshape(len(masks), -1, outputs.shape[1])
-                block_targets = targets[image_slice].reshape(1, -1, 1).expand(len(masks), -1, 1)
-                block = outputs.gather(2, block_targets)[..., 0]
+                rows = torch.arange(image_slice.start, image_slice.stop).repeat(len(masks))
+                block = scorer(perturb(image_slice, masks), rows)
+                block = block.view(len(masks), -1, block.shape[1])
                 scores[mask_slice, image_slice] = block
                 if consume is not None:
                     consume(image_slice, masks, block)

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from ..._baselines import check_baseline, make_baseline
-from ..._batching import predict_generated
+from ..._batching import score_generated
+from ..._scorer import Scorer
 from ..base import Explainer
 
 
@@ -52,7 +53,9 @@ class Occlusion(Explainer):
         self._windows(x.shape)  # sizes that do not fit raise here, before any forward pass
         make_baseline(self.baseline, x)
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    multi_target = True
+
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         images = as_images(x.to(self._model.device))
         baseline = as_images(make_baseline(self.baseline, x).to(images.device))
         rows, cols, (height, width) = self._windows(x.shape)
@@ -63,7 +66,7 @@ class Occlusion(Explainer):
 
         buffer = torch.empty(0, *images.shape[1:], device=images.device)
 
-        def make_inputs(s: slice) -> torch.Tensor:
+        def make_inputs(s: slice) -> tuple[torch.Tensor, torch.Tensor]:
             # one copy of the inputs into a reused buffer, then each window's slice overwritten
             # by the baseline (copy 0 has its window past the border: an empty slice)
             nonlocal buffer
@@ -76,20 +79,19 @@ class Occlusion(Explainer):
             for j, (n, w) in enumerate(zip(sample.tolist(), window.tolist())):
                 r, c = row_starts[w], col_starts[w]
                 out[j, :, r:r + height, c:c + width] = baseline[n, :, r:r + height, c:c + width]
-            return out.view(len(sample), *x.shape[1:])
+            return out.view(len(sample), *x.shape[1:]), sample
 
-        scores = predict_generated(self._model, len(x) * k, make_inputs,
-                                   batch_size=self.batch_size, probabilities=self.probabilities,
-                                   progress=self.progress, desc="Occlusion")
-        scores = scores.gather(1, targets.repeat_interleave(k)[:, None]).view(len(x), k)
+        scores = score_generated(scorer, len(x) * k, make_inputs, batch_size=self.batch_size,
+                                 progress=self.progress, desc="Occlusion")
+        scores = scores.view(len(x), k, -1)              # (N, 1 + windows, T)
         drops = scores[:, :1] - scores[:, 1:]
-        total = torch.zeros(len(x), images.shape[2], images.shape[3])
+        total = torch.zeros(len(x), scores.shape[2], images.shape[2], images.shape[3])
         count = torch.zeros(images.shape[2], images.shape[3])
-        for drop, row, col in zip(drops.T, row_starts[1:], col_starts[1:]):
-            total[:, row:row + height, col:col + width] += drop[:, None, None]
+        for drop, row, col in zip(drops.unbind(1), row_starts[1:], col_starts[1:]):
+            total[..., row:row + height, col:col + width] += drop[..., None, None]
             count[row:row + height, col:col + width] += 1
-        heatmaps = total / count
-        return heatmaps if x.ndim == 4 else heatmaps[:, 0]
+        heatmaps = total / count                         # (N, T, H, W)
+        return heatmaps if x.ndim == 4 else heatmaps[:, :, 0]
 
     def _windows(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Top-left corners (rows, cols) of every window and the window size, on the spatial

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_positive_int, check_probability
+from ..._scorer import Scorer
 from .base import MaskExplainer, inpainting
 
 
@@ -104,17 +105,17 @@ class Rise(MaskExplainer):
         self.preservation_probability = check_probability("preservation_probability",
                                                           preservation_probability)
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         x = x.to(self._model.device)  # perturbed copies are built where the model runs
         masks_for = self._mask_source(x)
-        saliency = torch.zeros((len(x), *x.shape[2:]) if x.ndim == 4 else x.shape)
+        saliency = torch.zeros(len(x), scorer.nb_targets, *x.shape[2 if x.ndim == 4 else 1:])
 
         def accumulate(images: slice, masks: torch.Tensor, scores: torch.Tensor):
-            # saliency[k] += sum_m scores[m, k] * masks[m]
-            weighted = scores.T.to(masks) @ masks.flatten(1)
+            # saliency[k, t] += sum_m scores[m, k, t] * masks[m]
+            weighted = torch.einsum("mkt,mp->ktp", scores.to(masks), masks.flatten(1))
             saliency[images] += weighted.reshape(saliency[images].shape).cpu()
 
-        self._masked_scores(x, targets, self.nb_samples, masks_for, inpainting(x, self.baseline),
+        self._masked_scores(x, scorer, self.nb_samples, masks_for, inpainting(x, self.baseline),
                            accumulate)
         return saliency / (self.nb_samples * self.preservation_probability)
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._validation import check_choice, check_non_negative, check_positive_int
+from ..._scorer import Scorer
 from .base import MaskExplainer, amplitude, inpainting
 from .sobol_estimators import (check_power_of_two, design_rows, jansen_total_indices,
                                saltelli_first_order_indices, sobol_matrices)
@@ -68,28 +69,38 @@ class SobolAttribution(MaskExplainer):
         if self.perturbation == "inpainting":  # the only perturbation that uses baseline
             super()._check_inputs(x)
 
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        total = self._indices(x, targets).total
+    def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+        total = self._indices(x, scorer).total            # (N, T, ...)
         if x.ndim == 2:
             return total
-        return F.interpolate(total[:, None], size=tuple(x.shape[2:]), mode="bicubic",
-                             align_corners=False)[:, 0]
+        return F.interpolate(total, size=tuple(x.shape[2:]), mode="bicubic",
+                             align_corners=False)
 
-    def indices(self, inputs: Any, targets: Any = None) -> SobolIndices:
-        """Total and first-order indices at grid (or feature) resolution, not upsampled."""
-        return self._run(self._indices, inputs, targets)
+    def indices(self, inputs: Any, targets: Any = None, *, forward_kwargs: Any = None
+                ) -> SobolIndices:
+        """Total and first-order indices at grid (or feature) resolution, not upsampled:
+        ``(N, grid_size, grid_size)`` or ``(N, F)`` (with a target dimension after ``N`` for
+        ``(N, T)`` targets)."""
+        with self._call(inputs, targets, forward_kwargs) as (x, scorer):
+            indices = self._indices(x, scorer)
+        if scorer.multiple:
+            return indices
+        return SobolIndices(*(index[:, 0] for index in indices))
 
-    def _indices(self, x: torch.Tensor, targets: torch.Tensor) -> SobolIndices:
+    def _indices(self, x: torch.Tensor, scorer: Scorer) -> SobolIndices:
         x = x.to(self._model.device)  # perturbed copies are built where the model runs
         dimension = x.shape[1] if x.ndim == 2 else self.grid_size ** 2
         a, b = sobol_matrices(self.nb_design, dimension, self.seed)
-        scores = self._masked_scores(x, targets, self.nb_design * (dimension + 2),
+        scores = self._masked_scores(x, scorer, self.nb_design * (dimension + 2),
                                      self._mask_source(x, a, b),
-                                     self._perturbation_function(x)).T.double().numpy()
+                                     self._perturbation_function(x))
+        # one row per (input, target): (N * T, nb_design * (dimension + 2))
+        scores = scores.permute(1, 2, 0).reshape(-1, scores.shape[0]).double().numpy()
         n = self.nb_design
         f_a, f_b, f_c = scores[:, :n], scores[:, n:2 * n], scores[:, 2 * n:]
-        f_c = f_c.reshape(len(x), dimension, n)
-        shape = (len(x), -1) if x.ndim == 2 else (len(x), self.grid_size, self.grid_size)
+        f_c = f_c.reshape(len(scores), dimension, n)
+        shape = ((len(x), scorer.nb_targets, -1) if x.ndim == 2 else
+                 (len(x), scorer.nb_targets, self.grid_size, self.grid_size))
         return SobolIndices(*(torch.from_numpy(estimator(f_a, f_b, f_c)).float().reshape(shape)
                               for estimator in (jansen_total_indices,
                                                 saltelli_first_order_indices)))

@@ -1,0 +1,57 @@
+"""Hyperparameters in scikit-learn's habit, for every configurable object of pellucid.
+
+A subclass declares its hyperparameters as keyword-only arguments of ``__init__``, stores each
+under the same name and validates it there (no other work in ``__init__``). Positional arguments
+are the objects worked on (the model), named in ``_model_arguments``: they are not
+hyperparameters, ``repr`` does not show them, and a clone shares them.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+
+class Configurable:
+    """``get_params``, ``set_params``, ``repr`` and ``sklearn.base.clone`` from the keyword-only
+    arguments of ``__init__`` (along the class hierarchy)."""
+
+    _model_arguments: tuple[str, ...] = ()
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or klass is object:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind == p.KEYWORD_ONLY and p.name not in names:
+                    names.append(p.name)
+        return names
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyperparameters by name (the model excluded); ``deep`` is accepted for scikit-learn
+        and changes nothing (no hyperparameter is itself an estimator)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "Configurable":
+        """Change hyperparameters, validated as ``__init__`` validates them; returns ``self``.
+        An unknown name raises ``ValueError`` listing the valid ones, and nothing changes."""
+        unknown = sorted(set(params) - set(self._param_names()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no hyperparameter {unknown}; valid: "
+                             f"{self._param_names()}")
+        rebuilt = type(self)(*self._models(), **{**self.get_params(), **params})
+        self.__dict__.update(rebuilt.__dict__)
+        return self
+
+    def __sklearn_clone__(self) -> "Configurable":
+        """``sklearn.base.clone``: the same hyperparameters, the same model (not a copy: a
+        clone explains the same model), no fitted state."""
+        return type(self)(*self._models(), **self.get_params())
+
+    def _models(self) -> list[Any]:
+        return [getattr(self, name) for name in self._model_arguments]
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"

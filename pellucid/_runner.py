@@ -1,0 +1,89 @@
+"""The one base of everything that runs a user's model: explainers, metrics, concept extractors
+and evaluation procedures.
+
+:class:`ModelRunner` owns what they all do the same way:
+
+- hyperparameters (:class:`~pellucid._params.Configurable`: keyword-only, ``get_params``,
+  ``set_params``, ``sklearn.base.clone``, ``repr``) and the ones every runner has:
+  ``batch_size``, ``seed``, ``device``, ``progress``;
+- the seeded private generator (:meth:`ModelRunner._generator`; the global RNG is never used);
+- the prelude of every call (:meth:`ModelRunner._call`): validate the inputs, check them against
+  the model, run the subclass's own checks, bind the targets (output selector, probabilities,
+  forward arguments), all before any expensive pass, and keep the model's batch-norm running
+  statistics;
+- one ``probabilities`` policy (:mod:`pellucid.selectors`): where a subclass offers it, the
+  softmax over the class dimension of the selected output, refused before any pass when there is
+  no class dimension of at least 2.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+
+from ._params import Configurable
+from ._scorer import Scorer
+from ._validation import check_input_matches_module, check_inputs, check_positive_int, check_seed
+from .models import as_model, preserved_running_stats
+
+
+class ModelRunner(Configurable):
+    """Base of whatever runs a model.
+
+    Parameters common to all:
+        model: a ``torch.nn.Module`` (logits), a scikit-learn estimator or a numpy callable.
+        batch_size: most inputs in one forward pass; bounds memory.
+        seed: random seed (same seed, same result; ``None``: fresh randomness each call);
+            unused by deterministic methods.
+        device: where the model runs; ``None`` = the model's own device.
+        progress: show a tqdm bar when the work takes more than one batch.
+    """
+
+    _model_arguments = ("model",)
+    probabilities = False  # subclasses that offer the choice take it as a keyword
+
+    def __init__(self, model: Any, *, batch_size: int = 64, seed: int | None = 0,
+                 device: Any = None, progress: bool = True):
+        self.model = model
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.seed = check_seed(seed)
+        self.device = device
+        self.progress = bool(progress)
+        self._model = as_model(model, device=device)
+
+    @contextlib.contextmanager
+    def _call(self, inputs: Any, targets: Any = None, forward_kwargs: Any = None
+              ) -> Iterator[tuple[torch.Tensor, Scorer]]:
+        """The prelude of every public entry point: yields the validated inputs ``x`` and the
+        :class:`~pellucid._scorer.Scorer` of this call; the model's batch-norm running statistics
+        are put back when the block ends, even on an exception."""
+        x = self._validate(inputs)
+        with preserved_running_stats(self._model.module):
+            scorer = Scorer.bind(self._model, targets, x, probabilities=self.probabilities,
+                                 forward_kwargs=forward_kwargs, batch_size=self.batch_size)
+            yield x, scorer
+
+    def _validate(self, inputs: Any) -> torch.Tensor:
+        x = check_inputs(inputs)
+        if self._model.module is not None:
+            check_input_matches_module(x, self._model.module)
+        self._check_inputs(x)
+        return x
+
+    def _check_inputs(self, x: torch.Tensor) -> None:
+        """Subclass-specific input checks (e.g. images only); the default accepts both kinds."""
+
+    def _generator(self) -> torch.Generator:
+        return seeded_generator(self.seed)
+
+
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A private generator seeded with ``seed`` (``None``: fresh entropy); the global RNG is
+    never touched."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
