@@ -22,7 +22,7 @@ def main(digit: int, out: Path) -> None:
           f"images of digit {digit}")
 
     # g = the model up to its last ReLU (non-negative activations), h = pool, flatten, linear
-    craft = Craft(model, layer="relu2", n_concepts=6, patch_size=0.5, crops_per_image=8,
+    craft = Craft(model, target_layer="relu2", n_concepts=6, patch_size=0.5, crops_per_image=8,
                   nb_design=32, progress=False)
     craft.fit(train, targets=digit)
     importances = craft.estimate_importance(test)

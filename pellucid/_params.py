@@ -12,8 +12,8 @@ from typing import Any
 
 
 class Configurable:
-    """``get_params``, ``set_params``, ``repr`` and ``sklearn.base.clone`` from the keyword-only
-    arguments of ``__init__`` (along the class hierarchy)."""
+    """``get_params``, ``set_params``, ``repr`` and ``sklearn.base.clone`` from the named
+    arguments of ``__init__`` along the class hierarchy, ``_model_arguments`` left out."""
 
     _model_arguments: tuple[str, ...] = ()
 
@@ -23,8 +23,9 @@ class Configurable:
         for klass in cls.__mro__:
             if "__init__" not in vars(klass) or klass is object:
                 continue
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.kind == p.KEYWORD_ONLY and p.name not in names:
+            for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+                named = p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                if named and p.name not in names and p.name not in cls._model_arguments:
                     names.append(p.name)
         return names
 

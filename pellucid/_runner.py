@@ -18,7 +18,8 @@ and evaluation procedures.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+import functools
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -59,10 +60,15 @@ class ModelRunner(Configurable):
         :class:`~pellucid._scorer.Scorer` of this call; the model's batch-norm running statistics
         are put back when the block ends, even on an exception."""
         x = self._validate(inputs)
-        with preserved_running_stats(self._model.module):
+        with self._keeping_model_state():
             scorer = Scorer.bind(self._model, targets, x, probabilities=self.probabilities,
                                  forward_kwargs=forward_kwargs, batch_size=self.batch_size)
             yield x, scorer
+
+    def _keeping_model_state(self) -> contextlib.AbstractContextManager:
+        """Forward passes in training mode update batch-norm running statistics: they are put
+        back when the block ends, even on an exception (pellucid never changes a model)."""
+        return preserved_running_stats(self._model.module)
 
     def _validate(self, inputs: Any) -> torch.Tensor:
         x = check_inputs(inputs)
@@ -76,6 +82,18 @@ class ModelRunner(Configurable):
 
     def _generator(self) -> torch.Generator:
         return seeded_generator(self.seed)
+
+
+def keeps_model_state(method: Callable) -> Callable:
+    """Decorator for the public methods of a runner that do not go through :meth:`_call`: the
+    model's state is kept as :meth:`ModelRunner._keeping_model_state` keeps it."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._keeping_model_state():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def seeded_generator(seed: int | None) -> torch.Generator:

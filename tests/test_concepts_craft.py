@@ -56,7 +56,7 @@ def zeros(digits):
 
 
 def test_craft_on_digits_bottleneck_fidelity_and_map_sizes(digits_cnn, zeros):
-    craft = Craft(digits_cnn, layer=LAYER, n_concepts=6, crops_per_image=8, nb_design=32,
+    craft = Craft(digits_cnn, target_layer=LAYER, n_concepts=6, crops_per_image=8, nb_design=32,
                   progress=False)
     craft.fit(zeros[:60])
     assert craft.class_id_ == 0
@@ -94,7 +94,7 @@ def test_craft_on_digits_bottleneck_fidelity_and_map_sizes(digits_cnn, zeros):
 
 
 def test_concept_maps_are_the_upsampled_spatial_coefficients(digits_cnn, zeros):
-    craft = Craft(digits_cnn, layer=LAYER, n_concepts=4, crops_per_image=4,
+    craft = Craft(digits_cnn, target_layer=LAYER, n_concepts=4, crops_per_image=4,
                   progress=False).fit(zeros[:30])
     x = zeros[:3]
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_concept_model_gradient_matches_finite_differences(digits_cnn, zeros):
     """<w, dU/dx v> by implicit differentiation against central differences of the exact
     encoder in float64. A little noise on the images avoids ties in max-pooling over the flat
     background, where the network itself is not differentiable."""
-    craft = Craft(digits_cnn, layer=LAYER, n_concepts=4, crops_per_image=4,
+    craft = Craft(digits_cnn, target_layer=LAYER, n_concepts=4, crops_per_image=4,
                   progress=False).fit(zeros[:30])
     generator = torch.Generator().manual_seed(0)
     x = zeros[:2] + 0.05 * torch.rand(zeros[:2].shape, generator=generator)
@@ -138,7 +138,7 @@ def test_concept_model_gradient_matches_finite_differences(digits_cnn, zeros):
 
 @pytest.mark.parametrize("factorization", tuple(FACTORIZATIONS))
 def test_every_factorization_shapes_signs_and_seed(digits_cnn, zeros, factorization):
-    options = dict(layer=LAYER, n_concepts=4, factorization=factorization, crops_per_image=3,
+    options = dict(target_layer=LAYER, n_concepts=4, factorization=factorization, crops_per_image=3,
                    nb_design=8, progress=False)
     first = Craft(digits_cnn, **options).fit(zeros[:20])
     second = Craft(digits_cnn, **options).fit(zeros[:20])
@@ -174,7 +174,7 @@ def test_no_side_effects_on_model_and_inputs(digits_cnn, zeros):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = zeros[:12].clone()
     torch_rng, numpy_rng = torch.random.get_rng_state(), np.random.get_state()
-    craft = Craft(model, layer=LAYER, n_concepts=3, crops_per_image=2, nb_design=8,
+    craft = Craft(model, target_layer=LAYER, n_concepts=3, crops_per_image=2, nb_design=8,
                   importance="gradient_input", progress=False).fit(x)
     craft.estimate_importance(x[:3])
     craft.concept_attributions(x[:2])
@@ -206,17 +206,18 @@ def test_non_square_images(digits_cnn, zeros):
 
 def test_split_by_index_name_parts_and_nested_name(digits_cnn, zeros):
     options = dict(n_concepts=3, crops_per_image=2, progress=False)
-    by_index = Craft(digits_cnn, layer=LAYER, **options).fit(zeros[:10])
-    by_name = Craft(digits_cnn, layer=str(LAYER), **options).fit(zeros[:10])
+    by_index = Craft(digits_cnn, target_layer=LAYER, **options).fit(zeros[:10])
+    by_name = Craft(digits_cnn, target_layer=str(LAYER), **options).fit(zeros[:10])
     by_parts = Craft(digits_cnn[:LAYER + 1], digits_cnn[LAYER + 1:], **options).fit(zeros[:10])
     nested = nn.Sequential(nn.Sequential(*digits_cnn[:3]),
                            nn.Sequential(*digits_cnn[3:6]), *digits_cnn[6:])
-    by_dotted = Craft(nested, layer="1.1", **options).fit(zeros[:10])
-    by_negative = Craft(digits_cnn, layer=LAYER - 8, **options).fit(zeros[:10])
-    from_numpy = Craft(digits_cnn, layer=LAYER, **options).fit(zeros[:10].numpy())
-    for other in (by_name, by_parts, by_dotted, by_negative, from_numpy):
+    by_dotted = Craft(nested, target_layer="1.1", **options).fit(zeros[:10])
+    by_negative = Craft(digits_cnn, target_layer=LAYER - 8, **options).fit(zeros[:10])
+    by_module = Craft(nested, target_layer=nested[1][1], **options).fit(zeros[:10])
+    from_numpy = Craft(digits_cnn, target_layer=LAYER, **options).fit(zeros[:10].numpy())
+    for other in (by_name, by_parts, by_dotted, by_negative, by_module, from_numpy):
         torch.testing.assert_close(other.concepts_, by_index.concepts_, rtol=0, atol=0)
-    assert "layer=4" in repr(by_index) and "n_concepts=3" in repr(by_index)
+    assert "target_layer=4" in repr(by_index) and "n_concepts=3" in repr(by_index)
     named = nn.Sequential(OrderedDict(zip(NAMES, digits_cnn)))
     g, h = split_sequential(named, "relu2")
     assert list(g._modules) == NAMES[:5] and list(h._modules) == NAMES[5:]
@@ -228,32 +229,32 @@ def test_split_by_index_name_parts_and_nested_name(digits_cnn, zeros):
 
 def test_clear_errors(digits_cnn, zeros):
     with pytest.raises(ValueError, match="children's names"):
-        Craft(digits_cnn, layer="conv9")
+        Craft(digits_cnn, target_layer="conv9")
     with pytest.raises(TypeError, match="nn.Sequential"):
-        Craft(nn.Module(), layer=0)
+        Craft(nn.Module(), target_layer=0)
     with pytest.raises(ValueError, match="either"):
         Craft(digits_cnn)
     with pytest.raises(ValueError, match="not both"):
-        Craft(digits_cnn[:5], digits_cnn[5:], layer=2)
+        Craft(digits_cnn[:5], digits_cnn[5:], target_layer=2)
     with pytest.raises(ValueError, match="power of 2"):
-        Craft(digits_cnn, layer=LAYER, nb_design=30)
+        Craft(digits_cnn, target_layer=LAYER, nb_design=30)
     with pytest.raises(ValueError, match="importance"):
-        Craft(digits_cnn, layer=LAYER, importance="shap")
+        Craft(digits_cnn, target_layer=LAYER, importance="shap")
     with pytest.raises(ValueError, match="factorization"):
-        Craft(digits_cnn, layer=LAYER, factorization="svd")
+        Craft(digits_cnn, target_layer=LAYER, factorization="svd")
     with pytest.raises(ValueError, match="patch_size"):
-        Craft(digits_cnn, layer=LAYER, patch_size=1.5)
+        Craft(digits_cnn, target_layer=LAYER, patch_size=1.5)
     with pytest.raises(ValueError, match="exceeds"):
-        Craft(digits_cnn, layer=LAYER, patch_size=20).fit(zeros[:4])
+        Craft(digits_cnn, target_layer=LAYER, patch_size=20).fit(zeros[:4])
     with pytest.raises(ValueError, match="non-negative activations"):
-        Craft(digits_cnn, layer=3, n_concepts=3, progress=False).fit(zeros[:4])  # conv output
+        Craft(digits_cnn, target_layer=3, n_concepts=3, progress=False).fit(zeros[:4])  # conv output
     with pytest.raises(ValueError, match="at most as many concepts"):
-        Craft(digits_cnn, layer=LAYER, n_concepts=17, factorization="pca").fit(zeros[:4])
+        Craft(digits_cnn, target_layer=LAYER, n_concepts=17, factorization="pca").fit(zeros[:4])
     with pytest.raises(ValueError, match="fewer than n_concepts"):
-        Craft(digits_cnn, layer=LAYER, n_concepts=10, crops_per_image=3).fit(zeros[:3])
+        Craft(digits_cnn, target_layer=LAYER, n_concepts=10, crops_per_image=3).fit(zeros[:3])
     with pytest.raises(ValueError, match="one class"):
-        Craft(digits_cnn, layer=LAYER, progress=False).fit(zeros[:2], targets=[0, 1])
+        Craft(digits_cnn, target_layer=LAYER, progress=False).fit(zeros[:2], targets=[0, 1])
     with pytest.raises(ValueError, match="channels"):
-        Craft(digits_cnn, layer=LAYER, progress=False).fit(torch.rand(2, 3, 16, 16))
+        Craft(digits_cnn, target_layer=LAYER, progress=False).fit(torch.rand(2, 3, 16, 16))
     with pytest.raises(NotFittedError):
-        Craft(digits_cnn, layer=LAYER).concept_maps(zeros[:2])
+        Craft(digits_cnn, target_layer=LAYER).concept_maps(zeros[:2])

@@ -77,7 +77,7 @@ def test_craft_leaves_batchnorm_statistics_as_they_were():
     model = batchnorm_cnn_in_training_mode()  # g = conv-bn-relu (non-negative), h = the rest
     before = snapshot(model)
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    craft = Craft(model, layer=3, n_concepts=3, nb_design=4, progress=False)
+    craft = Craft(model, target_layer=3, n_concepts=3, nb_design=4, progress=False)
     craft.fit(images, targets=1)
     craft.transform(images)
     craft.concept_maps(images)

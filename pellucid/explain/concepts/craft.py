@@ -19,7 +19,6 @@ and ``h`` (activations -> logits):
 """
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import Any, Callable
 
@@ -29,41 +28,23 @@ from torch import nn
 
 from ..._imaging import upsample
 from ..._batching import input_gradient, iter_slices, predict_batched
-from ..._validation import (check_choice, check_input_matches_module, check_inputs,
-                            check_positive_int, check_seed, check_targets, require_images)
-from ...models import (as_model, has_stochastic_training_layers, module_device,
-                       preserved_running_stats, warn_training_mode)
+from ..._runner import ModelRunner, keeps_model_state
+from ..._validation import check_choice, check_positive_int, check_targets, require_images
+from ...models import as_model, has_stochastic_training_layers, warn_training_mode
 from ..perturbation.sobol_estimators import check_power_of_two
-from ._params import init_params, params_repr
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
 from .importance import IMPORTANCE_METHODS
 from .metrics import ConceptScores
 from .modules import ConceptHead, ConceptModel, pool_activations, split_sequential
 
-_MODEL_ARGUMENTS = ("model_or_g", "h")
-
-
-
-def _keeps_model_state(method: Callable) -> Callable:
-    """Public methods run the user's model: the running statistics that forward passes update
-    in train-mode batch-norm layers are put back afterwards, even on an exception."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with preserved_running_stats(self._g), preserved_running_stats(self._h):
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-class Craft:
+class Craft(ModelRunner):
     """CRAFT concept extraction and importance (Fel et al., 2023); see the module docstring.
 
     Parameters:
-        model_or_g: an ``nn.Sequential`` model to split at ``layer``, or ``g`` itself.
-        h: the rest of the model (activations -> logits) when ``g`` is given.
-        layer: where to split ``model_or_g`` (index, child name or dotted name); ``g`` ends
-            with this layer.
+        model: an ``nn.Sequential`` model to split at ``target_layer``, or ``g`` itself.
+        h: the rest of the model (activations -> logits) when ``model`` is ``g``.
+        target_layer: where to split ``model``: a submodule, its dotted name (``"features.3"``)
+            or an index into the ``nn.Sequential``; ``g`` ends with this layer.
         n_concepts: concepts extracted.
         factorization: ``"nmf"`` (CRAFT), ``"pca"``, ``"ica"``, ``"kmeans"``, ``"dictionary"``
             or an unfitted :class:`ConceptFactorization`.
@@ -73,7 +54,8 @@ class Craft:
         importance: ``"sobol"`` (CRAFT), ``"occlusion"`` or ``"gradient_input"``.
         nb_design: Sobol design size (a power of 2); ``nb_design * (n_concepts + 2)`` passes
             of ``h`` per image.
-        batch_size, seed, device, progress: as for every pellucid Explainer.
+        batch_size, seed, device, progress: as for every runner
+            (:class:`~pellucid._runner.ModelRunner`).
 
     Attributes after ``fit``: ``concepts_`` ``(n_concepts, C)``, ``factorization_``,
     ``class_id_``, ``crops_u_`` ``(n_crops, n_concepts)``, ``crop_boxes_`` ``(n_crops, 3)``
@@ -82,37 +64,28 @@ class Craft:
     ``sample_importances_`` ``(N, n_concepts)``.
     """
 
-    def __init__(self, model_or_g: nn.Module, h: nn.Module | None = None, *, layer: Any = None,
-                 n_concepts: int = 10, factorization: Any = "nmf", patch_size: Any = 0.5,
-                 crops_per_image: int = 16, importance: str = "sobol", nb_design: int = 32,
-                 batch_size: int = 64, seed: int | None = 0, device: Any = None,
-                 progress: bool = True):
-        self.model_or_g, self.h = model_or_g, h
-        self.layer = layer
+    _model_arguments = ("model", "h")
+
+    def __init__(self, model: nn.Module, h: nn.Module | None = None, *,
+                 target_layer: Any = None, n_concepts: int = 10, factorization: Any = "nmf",
+                 patch_size: Any = 0.5, crops_per_image: int = 16, importance: str = "sobol",
+                 nb_design: int = 32, **common: Any):
+        super().__init__(model, **common)
+        self._g, self._h = _split_model(model, h, target_layer)
+        self.h = h
+        self.target_layer = target_layer
+        self._model = as_model(nn.Sequential(self._g, self._h), device=self.device)
         self.n_concepts = check_positive_int("n_concepts", n_concepts)
-        self.seed = check_seed(seed)
         self.factorization = factorization
         self._factorization = make_factorization(factorization, self.n_concepts, self.seed)
         self.patch_size = _check_patch_size(patch_size)
         self.crops_per_image = check_positive_int("crops_per_image", crops_per_image)
         self.importance = check_choice("importance", importance, tuple(IMPORTANCE_METHODS))
         self.nb_design = check_power_of_two("nb_design", nb_design)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.device = device
-        self.progress = bool(progress)
-        self._g, self._h = _split_model(model_or_g, h, layer)
-        self._device = torch.device(device) if device is not None else module_device(self._g)
-
-    # -- scikit-learn habits -------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters by name (the model excluded)."""
-        return init_params(self, exclude=_MODEL_ARGUMENTS)
-
-    def __repr__(self) -> str:
-        return params_repr(self, exclude=_MODEL_ARGUMENTS)
+        self._device = self._model.device
 
     # -- fit / transform -----------------------------------------------------------------
-    @_keeps_model_state
+    @keeps_model_state
     def fit(self, images: Any, targets: Any = None) -> "Craft":
         """Extract ``n_concepts`` concepts from random crops of ``images`` (one class).
 
@@ -139,7 +112,7 @@ class Craft:
         self.crop_boxes_, self.crop_size_ = torch.as_tensor(boxes), crop_size
         return self
 
-    @_keeps_model_state
+    @keeps_model_state
     def transform(self, images: Any) -> torch.Tensor:
         """Concept coefficients ``U`` ``(N, n_concepts)`` of the spatially averaged
         activations (as the crops in ``fit``)."""
@@ -152,13 +125,13 @@ class Craft:
         """``fit(images, targets)`` then ``transform(images)``."""
         return self.fit(images, targets).transform(images)
 
-    @_keeps_model_state
+    @keeps_model_state
     def spatial_coefficients(self, images: Any) -> torch.Tensor:
         """``U`` of every spatial activation vector: ``(N, n_concepts, h, w)`` at the
         layer's resolution (``(N, n_concepts)`` when ``g`` outputs vectors)."""
         return self._spatial_coefficients(self._check_fitted_images(images))
 
-    @_keeps_model_state
+    @keeps_model_state
     def concept_maps(self, images: Any) -> torch.Tensor:
         """Where each concept is present: spatial coefficients upsampled (bilinear) to the
         input size, ``(N, n_concepts, H, W)`` float32."""
@@ -170,7 +143,7 @@ class Craft:
         return upsample(coefficients, tuple(x.shape[2:])).contiguous()
 
     # -- importance ----------------------------------------------------------------------
-    @_keeps_model_state
+    @keeps_model_state
     def estimate_importance(self, images: Any, targets: Any = None) -> torch.Tensor:
         """Importance of each concept for ``targets`` (default: the fitted class), averaged
         over ``images``: ``importances_`` ``(n_concepts,)``; per image in
@@ -201,7 +174,7 @@ class Craft:
         self._check_fitted()
         return ConceptHead(self._h, self.factorization_)
 
-    @_keeps_model_state
+    @keeps_model_state
     def concept_attributions(self, images: Any, explainer: Callable | None = None
                              ) -> torch.Tensor:
         """Attribution of each concept coefficient to the input pixels,
@@ -213,9 +186,9 @@ class Craft:
         """
         x = self._check_fitted_images(images)
         model = self.concept_model()
-        if explainer is not None:
-            method = explainer(model)
-            return torch.stack([method.explain(x, k) for k in range(self.n_concepts)], dim=1)
+        if explainer is not None:  # every concept is a target of one call: (N, n_concepts)
+            every_concept = torch.arange(self.n_concepts).expand(len(x), -1)
+            return explainer(model).explain(x, every_concept)
         n, concept_model = self.n_concepts, as_model(model, device=self._device)
         maps = []  # reduced over channels batch by batch: memory bounded by batch_size
         for s in iter_slices(len(x) * n, self.batch_size, self.progress, "CRAFT gradients"):
@@ -225,7 +198,7 @@ class Craft:
         return torch.cat(maps).view(len(x), n, *x.shape[2:])
 
     # -- scores ----------------------------------------------------------------------------
-    @_keeps_model_state
+    @keeps_model_state
     def concept_metrics(self, images: Any) -> dict[str, float]:
         """Reconstruction error, sparsity (near-zero fraction and Hoyer) of the spatial
         activation vectors of ``images``, and the bottleneck fidelity
@@ -244,11 +217,11 @@ class Craft:
         return scores.result()
 
     # -- internals -------------------------------------------------------------------------
-    def _check_images(self, images: Any) -> torch.Tensor:
-        x = check_inputs(images)
+    def _check_inputs(self, x: torch.Tensor) -> None:
         require_images(x, "CRAFT")
-        check_input_matches_module(x, self._g)
-        return x
+
+    def _check_images(self, images: Any) -> torch.Tensor:
+        return self._validate(images)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "factorization_"):
@@ -290,7 +263,7 @@ class Craft:
         return u.view(n, height, width, -1).permute(0, 3, 1, 2).contiguous()
 
     def _resolve_class(self, x: torch.Tensor, targets: Any) -> tuple[int, int]:
-        full = as_model(nn.Sequential(self._g, self._h), device=self._device)
+        full = self._model
         if targets is None:
             scores = predict_batched(full, x, batch_size=self.batch_size)
             return int(torch.bincount(scores.argmax(1)).argmax()), scores.shape[1]
@@ -309,19 +282,31 @@ def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _split_model(model_or_g: Any, h: Any, layer: Any) -> tuple[nn.Module, nn.Module]:
+def _split_model(model: Any, h: Any, target_layer: Any) -> tuple[nn.Module, nn.Module]:
     if h is None:
-        if layer is None:
+        if target_layer is None:
             raise ValueError("pass either the two parts Craft(g, h) or a model with "
-                             "layer=<index or name> to split it after that layer")
-        return split_sequential(model_or_g, layer)
-    if layer is not None:
-        raise ValueError("pass either h or layer, not both: layer splits a model, h is the "
-                         "second part of an already split one")
-    for name, part in (("g", model_or_g), ("h", h)):
+                             "target_layer=<module, name or index> to split it after that layer")
+        return split_sequential(model, _layer_name(model, target_layer))
+    if target_layer is not None:
+        raise ValueError("pass either h or target_layer, not both: target_layer splits a model, "
+                         "h is the second part of an already split one")
+    for name, part in (("g", model), ("h", h)):
         if not isinstance(part, nn.Module):
             raise TypeError(f"CRAFT needs torch modules; {name} is a {type(part).__name__}")
-    return model_or_g, h
+    return model, h
+
+
+def _layer_name(model: Any, target_layer: Any) -> Any:
+    """A submodule given as a module becomes its dotted name (names and indices pass as is)."""
+    if not isinstance(target_layer, nn.Module):
+        return target_layer
+    names = {id(module): name for name, module in model.named_modules()} if isinstance(
+        model, nn.Module) else {}
+    if not names.get(id(target_layer)):
+        raise ValueError(f"target_layer {type(target_layer).__name__} is not a submodule of the "
+                         "model being split")
+    return names[id(target_layer)]
 
 
 def _check_patch_size(patch_size: Any) -> Any:

@@ -38,7 +38,7 @@ from sklearn.decomposition import NMF, PCA, FastICA
 from sklearn.exceptions import ConvergenceWarning
 
 from ..._validation import check_positive_int, check_seed
-from ._params import params_repr
+from ..._params import Configurable
 from ._sparse_coding import lasso_codes, learn_dictionary
 
 
@@ -57,7 +57,7 @@ def check_non_negative_activations(activations, method: str) -> None:
             f"ReLU, or choose factorization='pca', 'ica', 'kmeans' or 'dictionary'.")
 
 
-class ConceptFactorization:
+class ConceptFactorization(Configurable):
     """Base of the factorizations; subclasses implement ``_fit`` and ``_transform``.
 
     Attributes after ``fit``: ``components_`` ``(n_concepts, C)`` float64, ``offset_`` ``(C,)``.
@@ -72,9 +72,6 @@ class ConceptFactorization:
     def __init__(self, n_concepts: int = 10, *, seed: int | None = 0):
         self.n_concepts = check_positive_int("n_concepts", n_concepts)
         self.seed = check_seed(seed)
-
-    def __repr__(self) -> str:
-        return params_repr(self)
 
     # -- public interface ----------------------------------------------------------------
     def fit(self, activations: Any) -> np.ndarray:
