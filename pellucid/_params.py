@@ -10,12 +10,20 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ._validation import require_images
+
 
 class Configurable:
     """``get_params``, ``set_params``, ``repr`` and ``sklearn.base.clone`` from the named
     arguments of ``__init__`` along the class hierarchy, ``_model_arguments`` left out."""
 
     _model_arguments: tuple[str, ...] = ()
+    input_kinds: tuple[str, ...] = ("images", "tabular")  # what inputs it is defined on
+
+    def _check_input_kind(self, x: Any) -> None:
+        """``ValueError`` for tabular inputs when the class is defined on images only."""
+        if "tabular" not in self.input_kinds:
+            require_images(x, type(self).__name__)
 
     @classmethod
     def _param_names(cls) -> list[str]:

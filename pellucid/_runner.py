@@ -72,6 +72,7 @@ class ModelRunner(Configurable):
 
     def _validate(self, inputs: Any) -> torch.Tensor:
         x = check_inputs(inputs)
+        self._check_input_kind(x)
         if self._model.module is not None:
             check_input_matches_module(x, self._model.module)
         self._check_inputs(x)

@@ -77,6 +77,7 @@ class Metric(Configurable):
                  masks: Any = None) -> MetricResult:
         """Score ``heatmaps`` of ``inputs``; see the module docstring."""
         x = check_inputs(inputs)
+        self._check_input_kind(x)
         self._check_inputs(x)
         h = check_heatmaps(heatmaps, x)
         if "masks" in self.requires:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import require_images
 from .._scoring import descending_ranks
 from .base import Metric, MetricResult
 
@@ -24,12 +23,7 @@ class LocalizationMetric(Metric):
     """``metric(inputs, heatmaps, masks=masks) -> MetricResult`` against ground-truth masks
     (``targets`` unused); subclasses implement ``_scores``."""
 
-    images_only = False
     requires = frozenset({"masks"})
-
-    def _check_inputs(self, x: torch.Tensor) -> None:
-        if self.images_only:
-            require_images(x, type(self).__name__)
 
     def _evaluate(self, x, h, targets, m):
         flat_h, flat_m = h.reshape(len(h), -1).double(), m.reshape(len(m), -1)
@@ -59,7 +53,7 @@ class PointingGame(LocalizationMetric):
     """
 
     name = "pointing_game"
-    images_only = True
+    input_kinds = ("images",)
 
     def __init__(self, *, tolerance: int | None = None):
         if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(

@@ -33,7 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
 from .._batching import iter_slices
-from .._validation import check_choice, check_non_negative, require_images
+from .._validation import check_choice, check_non_negative
 from .._scoring import check_fractions, descending_ranks, trapezoid_auc
 from ..selectors import top_class_hits
 from .base import MetricResult, ModelMetric
@@ -103,6 +103,7 @@ class Road(ModelMetric):
     """
 
     name = "road"
+    input_kinds = ("images",)
 
     def __init__(self, model: Any, *,
                  fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
@@ -117,9 +118,6 @@ class Road(ModelMetric):
     @property
     def higher_is_better(self) -> bool:
         return self.order != "morf"
-
-    def _check_inputs(self, x):
-        require_images(x, "Road")
 
     def _score(self, x, heatmaps, scorer):
         n, (height, width) = len(x), x.shape[2:]

@@ -25,7 +25,6 @@ from torch import nn
 
 from ..._imaging import upsample
 from ..._batching import iter_slices
-from ..._validation import require_images
 from ..._scorer import Scorer
 from ...models import module_device
 from ..base import WhiteBoxExplainer
@@ -132,6 +131,7 @@ class BaseCAM(WhiteBoxExplainer):
     """
 
     needs_gradients = True
+    input_kinds = ("images",)
 
     def __init__(self, model: Any, *, target_layer: Any = None, reshape: Callable | None = None,
                  normalize: bool = True, **common: Any):
@@ -152,9 +152,6 @@ class BaseCAM(WhiteBoxExplainer):
         self.normalize = normalize
 
     # -- the pipeline --------------------------------------------------------------------
-    def _check_inputs(self, x: torch.Tensor) -> None:
-        require_images(x, type(self).__name__)
-
     def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         layer = self._layer
         if layer is None:

@@ -29,7 +29,7 @@ from torch import nn
 from ..._imaging import upsample
 from ..._batching import input_gradient, iter_slices, predict_batched
 from ..._runner import ModelRunner, keeps_model_state
-from ..._validation import check_choice, check_positive_int, check_targets, require_images
+from ..._validation import check_choice, check_positive_int, check_targets
 from ...models import as_model, has_stochastic_training_layers, warn_training_mode
 from ..perturbation.sobol_estimators import check_power_of_two
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
@@ -65,6 +65,7 @@ class Craft(ModelRunner):
     """
 
     _model_arguments = ("model", "h")
+    input_kinds = ("images",)
 
     def __init__(self, model: nn.Module, h: nn.Module | None = None, *,
                  target_layer: Any = None, n_concepts: int = 10, factorization: Any = "nmf",
@@ -217,9 +218,6 @@ class Craft(ModelRunner):
         return scores.result()
 
     # -- internals -------------------------------------------------------------------------
-    def _check_inputs(self, x: torch.Tensor) -> None:
-        require_images(x, "CRAFT")
-
     def _check_images(self, images: Any) -> torch.Tensor:
         return self._validate(images)
 

@@ -2,6 +2,7 @@
 Variance! Efficient Black-box Explanations with Sobol-based Sensitivity Analysis")."""
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -90,7 +91,7 @@ class SobolAttribution(MaskExplainer):
     def _indices(self, x: torch.Tensor, scorer: Scorer) -> SobolIndices:
         x = x.to(self._model.device)  # perturbed copies are built where the model runs
         dimension = x.shape[1] if x.ndim == 2 else self.grid_size ** 2
-        a, b = sobol_matrices(self.nb_design, dimension, self.seed)
+        a, b = _design_matrices(self.nb_design, dimension, self.seed)
         scores = self._masked_scores(x, scorer, self.nb_design * (dimension + 2),
                                      self._mask_source(x, a, b),
                                      self._perturbation_function(x))
@@ -107,17 +108,66 @@ class SobolAttribution(MaskExplainer):
 
     def _mask_source(self, x: torch.Tensor, a: np.ndarray, b: np.ndarray):
         """``masks_for(slice)``: design rows as per-feature masks, or as grids upsampled to
-        ``H x W`` by nearest neighbour."""
-        def masks_for(rows: slice) -> torch.Tensor:
-            masks = torch.from_numpy(design_rows(a, b, rows))
-            if x.ndim == 2:
-                return masks
-            grids = masks.reshape(-1, 1, self.grid_size, self.grid_size)
-            return F.interpolate(grids, size=tuple(x.shape[2:]), mode="nearest")[:, 0]
-        return masks_for
+        ``H x W`` by nearest neighbour (:class:`_NearestUpsampler`), on the device of ``x``."""
+        if x.ndim == 2:
+            return lambda rows: torch.from_numpy(design_rows(a, b, rows))
+        upsample = _NearestUpsampler(self.grid_size, tuple(x.shape[2:]), x.device)
+        return lambda rows: upsample(torch.from_numpy(design_rows(a, b, rows)))
 
     def _perturbation_function(self, x: torch.Tensor):
         """``perturb(image_ids, masks)`` for the chosen perturbation (see the class docstring)."""
         if self.perturbation == "amplitude":
             return amplitude(x, self.sigma)
         return inpainting(x, "blur" if self.perturbation == "blur" else self.baseline)
+
+
+_CACHED_DESIGN_NUMBERS = 2 ** 18  # designs up to 2 MB (A and B) are kept between calls
+
+
+def _design_matrices(nb_design: int, dimension: int, seed: int | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sobol_matrices`, kept between calls for a fixed ``seed`` (read-only arrays):
+    scrambling the sequence costs about 4.5 ms a call at ``grid_size=8`` (``2 * 64``
+    dimensions), 0.4% of a whole explanation of two 224 x 224 images by a small CNN."""
+    if seed is None or nb_design * dimension > _CACHED_DESIGN_NUMBERS:
+        return sobol_matrices(nb_design, dimension, seed)
+    return _cached_design_matrices(nb_design, dimension, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_design_matrices(nb_design: int, dimension: int, seed: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    a, b = sobol_matrices(nb_design, dimension, seed)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
+
+
+class _NearestUpsampler:
+    """Grids ``(m, g * g)`` to masks ``(m, H, W)`` by nearest neighbour, as
+    ``F.interpolate(mode="nearest")`` but by two ``index_select`` into a reused buffer: 0.2 ms
+    instead of 1.2 ms (2.3 ms with the page faults of a fresh tensor) for 32 masks of 224 x 224.
+
+    The row and column of the grid each pixel reads come from ``F.interpolate`` itself (on
+    ``arange(g)``), so the masks are those of ``F.interpolate``, bit for bit, for every size.
+    The masks returned are overwritten by the next call (each block is used before the next one
+    is built).
+    """
+
+    def __init__(self, grid_size: int, size: tuple[int, int], device: torch.device):
+        self.grid_size = grid_size
+        cells = torch.arange(grid_size, dtype=torch.float32)
+        self.rows = F.interpolate(cells.view(1, 1, -1, 1), size=(size[0], 1),
+                                  mode="nearest").view(-1).long().to(device)
+        self.cols = F.interpolate(cells.view(1, 1, 1, -1), size=(1, size[1]),
+                                  mode="nearest").view(-1).long().to(device)
+        self.device = device
+        self.buffer = torch.empty(0, *size, device=device)
+
+    def __call__(self, grids: torch.Tensor) -> torch.Tensor:
+        grids = grids.to(self.device).view(-1, self.grid_size, self.grid_size)
+        if len(self.buffer) < len(grids):
+            self.buffer = torch.empty(len(grids), *self.buffer.shape[1:], dtype=grids.dtype,
+                                      device=self.device)
+        out = self.buffer[:len(grids)]
+        return torch.index_select(grids.index_select(2, self.cols), 1, self.rows, out=out)
