@@ -37,7 +37,8 @@ def gaussian_blur(x: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) ->
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(N, h, w)`` or ``(N, C, h, w)`` maps to ``size`` (align_corners=False)."""
+    """Bilinear resize of ``(N, h, w)`` or ``(N, C, h, w)`` maps to ``size``
+    (``align_corners=False``)."""
     squeeze = maps.ndim == 3
     out = F.interpolate(maps[:, None] if squeeze else maps, size=size, mode="bilinear",
                         align_corners=False)

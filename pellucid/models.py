@@ -146,7 +146,8 @@ class CallableModel(Model):
 
 
 def as_model(obj: Any, outputs: str = "logits", device=None) -> Model:
-    """Wrap ``obj`` (a Module, a scikit-learn estimator, a callable or a Model) as a :class:`Model`."""
+    """Wrap ``obj`` (a Module, a scikit-learn estimator, a callable or a Model) as a
+    :class:`Model`."""
     if isinstance(obj, Model):
         return obj
     if isinstance(obj, nn.Module):

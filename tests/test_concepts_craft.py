@@ -247,7 +247,8 @@ def test_clear_errors(digits_cnn, zeros):
     with pytest.raises(ValueError, match="exceeds"):
         Craft(digits_cnn, target_layer=LAYER, patch_size=20).fit(zeros[:4])
     with pytest.raises(ValueError, match="non-negative activations"):
-        Craft(digits_cnn, target_layer=3, n_concepts=3, progress=False).fit(zeros[:4])  # conv output
+        # a conv output
+        Craft(digits_cnn, target_layer=3, n_concepts=3, progress=False).fit(zeros[:4])
     with pytest.raises(ValueError, match="at most as many concepts"):
         Craft(digits_cnn, target_layer=LAYER, n_concepts=17, factorization="pca").fit(zeros[:4])
     with pytest.raises(ValueError, match="fewer than n_concepts"):

@@ -49,8 +49,8 @@ def test_expected_saliency_of_a_linear_model():
     expected = bias + p * (x @ weights)[:, None] + (1 - p) * weights * x
     runs = np.stack([
         Rise(linear_model(weights, bias), nb_samples=2000, preservation_probability=p,
-             batch_size=2000, seed=seed, probabilities=False, progress=False)(torch.tensor(x, dtype=torch.float32),
-                                                         targets=0).numpy()
+             batch_size=2000, seed=seed, probabilities=False, progress=False)(
+            torch.tensor(x, dtype=torch.float32), targets=0).numpy()
         for seed in range(10)])
     standard_error = runs.std(axis=0, ddof=1) / math.sqrt(len(runs))
     assert np.all(np.abs(runs.mean(axis=0) - expected) < 4 * standard_error + 1e-6)

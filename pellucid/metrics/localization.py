@@ -10,9 +10,7 @@ masks of the truly relevant features. A sample with an empty mask scores NaN (le
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import numpy as np
 import torch
 
 from .._scoring import descending_ranks

@@ -2,17 +2,17 @@
 "A Benchmark for Interpretability Methods in Deep Neural Networks"; reference code
 google-research/interpretability_benchmark).
 
-A model is trained on the original data with the user's ``train_fn``, and the explainer
-factory (:mod:`pellucid.procedures.base`) explains every training and test input for its true
-label. Then, for every fraction ``f``, the top ``round(f * P)`` pixels (all channels of a pixel together) or
-features of every training and test input, ranked by that input's heatmap, are replaced by the
-training set's mean (per channel for images, per feature for tabular data): ROAR replaces the
-top-ranked ones, KAR all the others (it keeps the top). A fresh model is trained from scratch on
-the modified training set with the user's ``train_fn`` and its accuracy measured on the modified
-test set, ``repeats`` times. The same is done with a random ranking (one random permutation per
-input, drawn once from ``seed``): an explanation is informative only if ROAR accuracy falls
-faster (KAR accuracy stays higher) than with the random ranking. Rankings are computed once and
-reused for every fraction and repeat.
+A model is trained on the original data with the user's ``train_fn``, and the explainer factory
+(:mod:`pellucid.procedures.base`) explains every training and test input for its true label.
+Then, for every fraction ``f``, the top ``round(f * P)`` pixels (all channels of a pixel
+together) or features of every training and test input, ranked by that input's heatmap, are
+replaced by the training set's mean (per channel for images, per feature for tabular data): ROAR
+replaces the top-ranked ones, KAR all the others (it keeps the top). A fresh model is trained
+from scratch on the modified training set with the user's ``train_fn`` and its accuracy measured
+on the modified test set, ``repeats`` times. The same is done with a random ranking (one random
+permutation per input, drawn once from ``seed``): an explanation is informative only if ROAR
+accuracy falls faster (KAR accuracy stays higher) than with the random ranking. Rankings are
+computed once and reused for every fraction and repeat.
 
 The result is about the dataset, not about single inputs: ``curves`` is ``(repeats, S)`` test
 accuracy, ``scores`` the normalized area under each repeat's curve (so a "sample" here is a

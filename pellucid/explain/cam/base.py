@@ -67,7 +67,8 @@ def resolve_target_layer(model: nn.Module, target_layer: Any) -> nn.Module | Non
                     f"got {type(target_layer).__name__}")
 
 
-def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+def find_target_layer(model: nn.Module, inputs: torch.Tensor,
+                      forward_kwargs: dict[str, Any] | None = None) -> str:
     """Dotted name of the layer a CAM uses when ``target_layer=None``.
 
     A probe forward pass on ``inputs[:1]`` records, with temporary forward hooks on every
@@ -91,7 +92,7 @@ def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
             if id(module) in names:
                 stack.enter_context(forward_hook(module, record))
         with torch.no_grad():
-            model(inputs[:1].to(module_device(model)))
+            model(inputs[:1].to(module_device(model)), **(forward_kwargs or {}))
     if not finished:
         raise ValueError("found no layer with a 4-D output (N, C, h, w) with more than one "
                          "spatial position to build a CAM from; pass target_layer= (a module or "
@@ -155,7 +156,9 @@ class BaseCAM(WhiteBoxExplainer):
     def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         layer = self._layer
         if layer is None:
-            layer = dict(self.module.named_modules())[find_target_layer(self.module, x)]
+            first_kwargs = scorer.kwargs_for(torch.zeros(1, dtype=torch.long))
+            layer = dict(self.module.named_modules())[
+                find_target_layer(self.module, x, first_kwargs)]
         maps = []
         for s in iter_slices(len(x), self.batch_size, self.progress, type(self).__name__):
             xb, rows = x[s].to(self._model.device), torch.arange(s.start, s.stop)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..._baselines import check_baseline, make_baseline
@@ -79,18 +80,39 @@ def _pair_up(masks: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 class _Buffer:
-    """One block of perturbed inputs, reused from pass to pass: a fresh tensor of a whole batch
-    of images each pass costs as much in page faults as writing it."""
+    """One block of perturbed inputs (or masks), reused from pass to pass: a fresh tensor of a
+    whole batch of images each pass costs as much in page faults as writing it."""
 
     def __init__(self):
         self.storage = torch.empty(0)
 
     def view(self, masks: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        shape = (len(masks), *inputs.shape)
-        size = shape[0] * inputs.numel()
-        if self.storage.numel() < size or self.storage.device != inputs.device:
-            self.storage = torch.empty(size, dtype=inputs.dtype, device=inputs.device)
+        """Room for ``len(masks)`` copies of ``inputs``: ``(m, *inputs.shape)``."""
+        return self.take((len(masks), *inputs.shape), inputs.dtype, inputs.device)
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+             ) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor on the buffer's storage, grown when too small."""
+        size = math.prod(shape)
+        if (self.storage.numel() < size or self.storage.device != torch.device(device)
+                or self.storage.dtype != dtype):
+            self.storage = self.allocate(size, dtype, device)
         return self.storage[:size].view(shape)
+
+    @staticmethod
+    def allocate(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``torch.empty(size)``, but from ``np.empty`` on the CPU: numpy asks Linux for huge
+        pages for large arrays (``madvise(MADV_HUGEPAGE)``), so writing a fresh 38 MB batch
+        (64 x 3 x 224 x 224) the first time costs 6 ms instead of 27 ms, and freeing it 0.3 ms
+        instead of 3.5 ms (about half of SobolAttribution's own time on a small CNN)."""
+        numpy_dtype = _NUMPY_DTYPES.get(dtype)
+        if torch.device(device).type != "cpu" or numpy_dtype is None:
+            return torch.empty(size, dtype=dtype, device=device)
+        return torch.from_numpy(np.empty(size, dtype=numpy_dtype))
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64,
+                 torch.float16: np.float16}
 
 
 def inpainting(x: torch.Tensor, baseline: Any) -> Perturbation:

@@ -84,7 +84,7 @@ class Rise(MaskExplainer):
     ``grid_size x grid_size`` grids with ``P(1) = p = preservation_probability``, upsampled
     bilinearly to ``(grid_size + 1) * ceil(H / grid_size)`` rows (likewise columns) and cropped to
     ``H x W`` at a random offset drawn for each mask on its own (see
-    :class:`~pellucid.explain.perturbation.rise.RiseMaskDesign`). Tabular ``(N, F)``: ``M_i`` are Bernoulli
+    :class:`RiseMaskDesign`). Tabular ``(N, F)``: ``M_i`` are Bernoulli
     ``(p)`` draws per feature (``grid_size`` unused).
 
     ``f_c`` is the probability of class ``c`` (softmax of the logits), as in the paper, when

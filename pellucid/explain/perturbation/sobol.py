@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..._validation import check_choice, check_non_negative, check_positive_int
 from ..._scorer import Scorer
-from .base import MaskExplainer, amplitude, inpainting
+from .base import MaskExplainer, _Buffer, amplitude, inpainting
 from .sobol_estimators import (check_power_of_two, design_rows, jansen_total_indices,
                                saltelli_first_order_indices, sobol_matrices)
 
@@ -161,13 +161,10 @@ class _NearestUpsampler:
                                   mode="nearest").view(-1).long().to(device)
         self.cols = F.interpolate(cells.view(1, 1, 1, -1), size=(1, size[1]),
                                   mode="nearest").view(-1).long().to(device)
-        self.device = device
-        self.buffer = torch.empty(0, *size, device=device)
+        self.size, self.device = size, device
+        self.buffer = _Buffer()
 
     def __call__(self, grids: torch.Tensor) -> torch.Tensor:
         grids = grids.to(self.device).view(-1, self.grid_size, self.grid_size)
-        if len(self.buffer) < len(grids):
-            self.buffer = torch.empty(len(grids), *self.buffer.shape[1:], dtype=grids.dtype,
-                                      device=self.device)
-        out = self.buffer[:len(grids)]
+        out = self.buffer.take((len(grids), *self.size), grids.dtype, self.device)
         return torch.index_select(grids.index_select(2, self.cols), 1, self.rows, out=out)
