@@ -292,11 +292,12 @@ class OutputElement(Selector):
         return self.inner.tensor(element)
 
     def bind(self, context):
+        self.tensor(context.first_outputs)  # a missing element raises here
+
         def element(outputs):
             return outputs[self.key]
         inner = self.inner.bind(BindContext(context.n_inputs, element(context.first_outputs),
                                             lambda: element(context.all_outputs())))
-        self.tensor(context.first_outputs)
         return replace(self, selector=inner)
 
     def select(self, tensor, rows):
