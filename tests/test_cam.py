@@ -467,7 +467,7 @@ def test_inputs_are_not_modified(cnn, images):
 
 
 def test_repr_and_exports(cnn):
-    from pellucid.explain.cam import GradCAM as FromSubpackage
-    assert FromSubpackage is GradCAM
+    from pellucid.explain.cam.gradient_cams import GradCAM as FromModule
+    assert FromModule is GradCAM
     text = repr(GradCAM(cnn, target_layer="3", reshape=None, batch_size=8))
     assert text.startswith("GradCAM(target_layer='3', reshape=None, normalize=True, batch_size=8")

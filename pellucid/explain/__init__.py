@@ -10,9 +10,12 @@ _EXPORTS = {
     "Rise": ".perturbation.rise",
     "SobolAttribution": ".perturbation.sobol",
     **dict.fromkeys(["DeepLift", "DeepLiftShap"], ".deeplift.deeplift"),
-    **dict.fromkeys(["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM", "ScoreCAM",
-                     "AblationCAM", "EigenCAM", "CFCAM"], ".cam"),
-    "Craft": ".concepts",
+    **dict.fromkeys(["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM"],
+                    ".cam.gradient_cams"),
+    **dict.fromkeys(["ScoreCAM", "AblationCAM"], ".cam.perturbation_cams"),
+    "EigenCAM": ".cam.eigen_cam",
+    "CFCAM": ".cam.cf_cam",
+    "Craft": ".concepts.craft",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["Explainer", "WhiteBoxExplainer", *_EXPORTS]

@@ -1,15 +1,9 @@
-"""Class activation maps (CAM family): one base class, one small subclass per variant.
-
-``from pellucid.explain import GradCAM`` and ``from pellucid.explain.cam import GradCAM`` both
-work. See :class:`~pellucid.explain.cam.base.BaseCAM` for the options (``target_layer``,
-``reshape``, ``normalize``).
+"""Class activation maps (CAM family): one base class (:mod:`.base`), one small subclass per
+variant, exported by :mod:`pellucid.explain` (``from pellucid.explain import GradCAM``). This
+package exports the family's helpers: :class:`BaseCAM` (options ``target_layer``, ``reshape``,
+``normalize``), :func:`find_target_layer` and :func:`vit_reshape`.
 """
 from .base import BaseCAM, find_target_layer
-from .cf_cam import CFCAM
-from .eigen_cam import EigenCAM
-from .gradient_cams import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
-from .perturbation_cams import AblationCAM, ScoreCAM
 from .reshape import vit_reshape
 
-__all__ = ["BaseCAM", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM",
-           "ScoreCAM", "AblationCAM", "EigenCAM", "CFCAM", "find_target_layer", "vit_reshape"]
+__all__ = ["BaseCAM", "find_target_layer", "vit_reshape"]
