@@ -6,56 +6,10 @@ from typing import Any
 import torch
 
 from ..._baselines import check_baseline, make_baseline
-from ..._batching import iter_slices
-from ..._validation import as_float_tensor, check_choice, check_finite
-from .layouts import LAYOUTS
-from .mode import DeepLiftMode
-from ..._scorer import Scorer
-from ..base import WhiteBoxExplainer
+from ..._validation import as_float_tensor, check_finite
+from .base import DeepLiftBase
 
-RULES = tuple(LAYOUTS)
-
-
-class _DeepLiftBase(WhiteBoxExplainer):
-    """Attributions averaged over (input, reference) pairs; subclasses choose the pairs."""
-
-    def __init__(self, model: Any, *, rule: str = "rescale", **common: Any):
-        super().__init__(model, **common)
-        self.rule = check_choice("rule", rule, RULES)
-
-    def _pairs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(references, input index, reference index)`` of every pair."""
-        raise NotImplementedError
-
-    def _attributions(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
-        """Contributions ``(x - x0) * m`` with the input's shape, averaged over each input's
-        pairs. A pass holds ``batch_size // streams`` pairs of 2 or 4 rows (at least one pair)."""
-        x = x.cpu()
-        references, inputs_of, references_of = self._pairs(x)
-        pairs_per_pass = max(1, self.batch_size // LAYOUTS[self.rule].streams)
-        total = torch.zeros_like(x)
-        for s in iter_slices(len(inputs_of), pairs_per_pass, self.progress,
-                             desc=type(self).__name__):
-            i = inputs_of[s]
-            total.index_add_(0, i, self._pass(x[i], references[references_of[s]], scorer, i))
-        counts = torch.bincount(inputs_of, minlength=len(x)).to(x.dtype)
-        return total / counts.view(-1, *[1] * (x.ndim - 1))
-
-    def _pass(self, x: torch.Tensor, x0: torch.Tensor, scorer: Scorer, rows: torch.Tensor
-              ) -> torch.Tensor:
-        layout = LAYOUTS[self.rule]
-        device = self._model.device
-        delta = (x - x0).to(device).requires_grad_(True)
-        stacked = layout.build(x0.to(device), delta)
-        with DeepLiftMode(layout, rows=len(stacked)):
-            outputs = self._model.forward_with_grad(
-                stacked, **scorer.kwargs_for(rows.repeat(layout.streams)))
-        scores = scorer.select(layout.input_stream(outputs), rows)
-        (multipliers,) = torch.autograd.grad(scores.sum(), delta)
-        return (delta * multipliers).detach().float().cpu()
-
-
-class DeepLift(_DeepLiftBase):
+class DeepLift(DeepLiftBase):
     """DeepLIFT (Shrikumar et al., 2017): ``C_i = (x_i - x0_i) m_i`` with Rescale or
     RevealCancel multipliers; ``sum_i C_i = f_c(x) - f_c(x0)``. See the module docstring.
 
@@ -82,7 +36,7 @@ class DeepLift(_DeepLiftBase):
         return make_baseline(self.baseline, x), index, index
 
 
-class DeepLiftShap(_DeepLiftBase):
+class DeepLiftShap(DeepLiftBase):
     """DeepLIFT-SHAP (Lundberg & Lee, 2017): the mean over ``background`` samples ``b`` of
     single-reference DeepLIFT, ``C_i = mean_b (x_i - b_i) m_i(x, b)``, an estimate of the
     Shapley values of ``f_c`` with the background as the reference distribution;
