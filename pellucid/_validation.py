@@ -104,26 +104,38 @@ def check_seed(seed: Any) -> int | None:
     return None if seed is None else int(seed)
 
 
-def check_targets(targets: Any, n: int, n_outputs: int) -> torch.Tensor:
-    """An int, or a sequence/tensor of ``n`` ints, each in ``[0, n_outputs)``; returns ``(n,)``."""
-    if isinstance(targets, bool):
-        raise TypeError(f"targets must be an int or a sequence of {n} ints, got a bool")
-    if isinstance(targets, numbers.Integral):
-        t = torch.full((n,), int(targets), dtype=torch.long)
+def check_class_indices(name: str, values: Any, n: int, size: int,
+                        allow_columns: bool = False) -> torch.Tensor:
+    """An int, ``n`` ints or (``allow_columns``) an ``(n, T)`` array of ints in ``[0, size)``;
+    returns ``(n, T)`` long."""
+    if isinstance(values, bool):
+        raise TypeError(f"{name} must be an int or a sequence of {n} ints, got a bool")
+    if isinstance(values, numbers.Integral):
+        t = torch.full((n, 1), int(values), dtype=torch.long)
     else:
         try:
-            t = torch.as_tensor(np.asarray(targets.cpu() if torch.is_tensor(targets) else targets))
+            t = torch.as_tensor(np.asarray(values.cpu() if torch.is_tensor(values) else values))
         except (TypeError, ValueError) as error:
-            raise TypeError(f"targets must be an int or a sequence of {n} ints, "
-                            f"got {type(targets).__name__}") from error
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"targets must be integers, got dtype {t.dtype}")
-        t = t.reshape(-1).long()
-        if len(t) != n:
-            raise ValueError(f"targets must hold one class per input: expected {n}, got {len(t)}")
-    if len(t) and (t.min() < 0 or t.max() >= n_outputs):
-        raise ValueError(f"targets must be class indices in [0, {n_outputs}); "
-                         f"got values from {t.min().item()} to {t.max().item()}")
+            raise TypeError(f"{name} must be an int or a sequence of {n} ints, "
+                            f"got {type(values).__name__}") from error
+        if t.is_floating_point() or t.dtype == torch.bool or t.dtype.is_complex:
+            raise TypeError(f"{name} must be integers, got dtype {t.dtype}")
+        if t.ndim == 2 and allow_columns:
+            if len(t) != n or t.shape[1] == 0:
+                raise ValueError(f"{name} as an array must have shape ({n}, T) with T >= 1, one "
+                                 f"row per input; got {tuple(t.shape)}")
+        elif t.ndim > 1:
+            expected = f"({n},) or ({n}, T)" if allow_columns else f"({n},)"
+            raise ValueError(f"{name} must have shape {expected}; got {tuple(t.shape)}")
+        else:
+            t = t.reshape(-1, 1)
+            if len(t) != n:
+                raise ValueError(f"{name} must hold one class per input: expected {n}, "
+                                 f"got {len(t)}")
+        t = t.long()
+    if t.numel() and (t.min() < 0 or t.max() >= size):
+        raise ValueError(f"{name} must be class indices in [0, {size}); got values from "
+                         f"{t.min().item()} to {t.max().item()}")
     return t
 
 

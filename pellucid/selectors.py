@@ -33,6 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ._validation import check_class_indices
+
 Outputs = Any  # a tensor, or a tuple / dict of them
 
 
@@ -100,41 +102,6 @@ def as_selector(targets: Any) -> Selector:
                     f"a pellucid.selectors.Selector or a callable; got {type(targets).__name__}")
 
 
-def check_indices(name: str, values: Any, n: int, size: int, allow_columns: bool = False
-                  ) -> torch.Tensor:
-    """An int, ``n`` ints or (``allow_columns``) an ``(n, T)`` array of ints in ``[0, size)``;
-    returns ``(n, T)`` long."""
-    if isinstance(values, bool):
-        raise TypeError(f"{name} must be an int or a sequence of {n} ints, got a bool")
-    if isinstance(values, numbers.Integral):
-        t = torch.full((n, 1), int(values), dtype=torch.long)
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(values.cpu() if torch.is_tensor(values) else values))
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"{name} must be an int or a sequence of {n} ints, "
-                            f"got {type(values).__name__}") from error
-        if t.is_floating_point() or t.dtype == torch.bool or t.dtype.is_complex:
-            raise TypeError(f"{name} must be integers, got dtype {t.dtype}")
-        if t.ndim == 2 and allow_columns:
-            if len(t) != n or t.shape[1] == 0:
-                raise ValueError(f"{name} as an array must have shape ({n}, T) with T >= 1, one "
-                                 f"row per input; got {tuple(t.shape)}")
-        elif t.ndim > 1:
-            expected = f"({n},) or ({n}, T)" if allow_columns else f"({n},)"
-            raise ValueError(f"{name} must have shape {expected}; got {tuple(t.shape)}")
-        else:
-            t = t.reshape(-1, 1)
-            if len(t) != n:
-                raise ValueError(f"{name} must hold one class per input: expected {n}, "
-                                 f"got {len(t)}")
-        t = t.long()
-    if t.numel() and (t.min() < 0 or t.max() >= size):
-        raise ValueError(f"{name} must be class indices in [0, {size}); got values from "
-                         f"{t.min().item()} to {t.max().item()}")
-    return t
-
-
 def _flat(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(len(tensor), -1)
 
@@ -165,8 +132,9 @@ class ClassScore(Selector):
         if self.classes is None:
             predicted = _flat(self.tensor(context.all_outputs())).argmax(1)
             return replace(self, _bound=predicted[:, None].cpu())
-        return replace(self, _bound=check_indices("targets", self.classes, context.n_inputs, size,
-                                                  allow_columns=True))
+        classes = check_class_indices("targets", self.classes, context.n_inputs, size,
+                                      allow_columns=True)
+        return replace(self, _bound=classes)
 
     def select(self, tensor, rows):
         return _flat(tensor).gather(1, self._bound.to(rows.device)[rows])
@@ -193,7 +161,7 @@ class RegressionOutput(Selector):
 
     def bind(self, context):
         size = _flat(self.tensor(context.first_outputs)).shape[1]
-        check_indices("RegressionOutput index", self.index, 1, size)
+        check_class_indices("RegressionOutput index", self.index, 1, size)
         return self
 
     def select(self, tensor, rows):
@@ -211,7 +179,7 @@ class ClassDifference(Selector):
 
     def bind(self, context):
         size = _flat(self.tensor(context.first_outputs)).shape[1]
-        pair = tuple(check_indices(name, value, context.n_inputs, size)
+        pair = tuple(check_class_indices(name, value, context.n_inputs, size)
                      for name, value in (("positive", self.positive),
                                          ("negative", self.negative)))
         return replace(self, _bound=pair)
@@ -243,7 +211,7 @@ class SegmentationScore(Selector):
             raise ValueError("SegmentationScore needs outputs (N, K, H, W); the model returns "
                              f"shape {tuple(first.shape)}")
         n, (classes, height, width) = context.n_inputs, first.shape[1:]
-        index = check_indices("class_index", self.class_index, n, classes)[:, 0]
+        index = check_class_indices("class_index", self.class_index, n, classes)[:, 0]
         if self.mask is None:
             predicted = self.tensor(context.all_outputs()).argmax(1).cpu()
             mask = (predicted == index[:, None, None]).float()

@@ -7,7 +7,7 @@ from scipy import ndimage
 from pellucid._baselines import make_baseline
 from pellucid._imaging import gaussian_blur
 from pellucid._batching import iter_slices, predict_generated
-from pellucid._validation import check_heatmaps, check_inputs, check_targets
+from pellucid._validation import check_class_indices, check_heatmaps, check_inputs
 from pellucid.models import as_model
 
 
@@ -93,11 +93,12 @@ def test_check_inputs_accepts_numpy_without_copying_semantics_change():
 
 @pytest.mark.parametrize("targets, message", [
     (5, r"\[0, 3\)"), ([0, 1], "expected 3, got 2"), ([0.5, 1.0, 2.0], "integers"),
-    (True, "bool"),
+    (True, "bool"), (np.zeros((3, 2), int), r"must have shape \(3,\)"),
 ])
-def test_check_targets_messages(targets, message):
+def test_check_class_indices_messages(targets, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        check_targets(targets, 3, 3)
+        check_class_indices("targets", targets, 3, 3)
+    assert check_class_indices("targets", [[0, 2]] * 3, 3, 3, allow_columns=True).shape == (3, 2)
 
 
 def test_check_heatmaps_shape_message():

@@ -29,7 +29,7 @@ from torch import nn
 from ..._imaging import upsample
 from ..._batching import input_gradient, iter_slices, predict_batched
 from ..._runner import ModelRunner, keeps_model_state
-from ..._validation import check_choice, check_positive_int, check_targets
+from ..._validation import check_choice, check_class_indices, check_positive_int
 from ...models import as_model, has_stochastic_training_layers, warn_training_mode
 from ..perturbation.sobol_estimators import check_power_of_two
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
@@ -151,7 +151,7 @@ class Craft(ModelRunner):
         ``sample_importances_`` ``(N, n_concepts)``."""
         x = self._check_fitted_images(images)
         t = (torch.full((len(x),), self.class_id_, dtype=torch.long) if targets is None
-             else check_targets(targets, len(x), self.n_outputs_))
+             else check_class_indices("targets", targets, len(x), self.n_outputs_)[:, 0])
         coefficients = self._spatial_coefficients(x)
         head = as_model(self.concept_head(), device=self._device)
         options = {"batch_size": self.batch_size, "progress": self.progress}
@@ -266,7 +266,7 @@ class Craft(ModelRunner):
             scores = predict_batched(full, x, batch_size=self.batch_size)
             return int(torch.bincount(scores.argmax(1)).argmax()), scores.shape[1]
         n_outputs = full.predict(x[:1]).shape[1]
-        t = check_targets(targets, len(x), n_outputs)
+        t = check_class_indices("targets", targets, len(x), n_outputs)[:, 0]
         if (t != t[0]).any():
             raise ValueError("CRAFT extracts the concepts of one class: fit on images of one "
                              f"class; got targets {sorted(set(t.tolist()))}")
