@@ -10,7 +10,6 @@ the result does not depend on ``batch_size``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np

@@ -2,15 +2,14 @@
 Variance! Efficient Black-box Explanations with Sobol-based Sensitivity Analysis")."""
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..._validation import check_choice, check_non_negative, check_positive_int
 from ..._scorer import Scorer
+from ..._validation import check_choice, check_non_negative, check_positive_int
 from .base import MaskExplainer, _Buffer, amplitude, inpainting
 from .sobol_estimators import (check_power_of_two, design_rows, jansen_total_indices,
                                saltelli_first_order_indices, sobol_matrices)
@@ -32,8 +31,9 @@ class SobolAttribution(MaskExplainer):
     ``M`` with values in ``[0, 1]`` perturb the input.
 
     Masks: a scrambled Sobol quasi-Monte Carlo pick-freeze design (``A``, ``B`` and ``C_i``, see
-    :func:`~pellucid.explain.perturbation.sobol_estimators.sobol_design`), one shared by all inputs of a call;
-    grid masks are upsampled to the input size by nearest neighbour, as in the reference code.
+    :func:`~pellucid.explain.perturbation.sobol_estimators.sobol_design`), one shared by all
+    inputs of a call; grid masks are upsampled to the input size by nearest neighbour, as in the
+    reference code.
     Indices: Jansen's total-order estimator (and Saltelli's first-order one in :meth:`indices`).
     The heatmap is the total-order grid upsampled bicubically to ``H x W`` (the reference code's
     ``cv2.INTER_CUBIC``); tabular inputs get one index per feature.
@@ -91,7 +91,7 @@ class SobolAttribution(MaskExplainer):
     def _indices(self, x: torch.Tensor, scorer: Scorer) -> SobolIndices:
         x = x.to(self._model.device)  # perturbed copies are built where the model runs
         dimension = x.shape[1] if x.ndim == 2 else self.grid_size ** 2
-        a, b = _design_matrices(self.nb_design, dimension, self.seed)
+        a, b = sobol_matrices(self.nb_design, dimension, self.seed)
         scores = self._masked_scores(x, scorer, self.nb_design * (dimension + 2),
                                      self._mask_source(x, a, b),
                                      self._perturbation_function(x))
@@ -119,28 +119,6 @@ class SobolAttribution(MaskExplainer):
         if self.perturbation == "amplitude":
             return amplitude(x, self.sigma)
         return inpainting(x, "blur" if self.perturbation == "blur" else self.baseline)
-
-
-_CACHED_DESIGN_NUMBERS = 2 ** 18  # designs up to 2 MB (A and B) are kept between calls
-
-
-def _design_matrices(nb_design: int, dimension: int, seed: int | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`sobol_matrices`, kept between calls for a fixed ``seed`` (read-only arrays):
-    scrambling the sequence costs about 4.5 ms a call at ``grid_size=8`` (``2 * 64``
-    dimensions), 0.4% of a whole explanation of two 224 x 224 images by a small CNN."""
-    if seed is None or nb_design * dimension > _CACHED_DESIGN_NUMBERS:
-        return sobol_matrices(nb_design, dimension, seed)
-    return _cached_design_matrices(nb_design, dimension, seed)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_design_matrices(nb_design: int, dimension: int, seed: int
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    a, b = sobol_matrices(nb_design, dimension, seed)
-    a.setflags(write=False)
-    b.setflags(write=False)
-    return a, b
 
 
 class _NearestUpsampler:
