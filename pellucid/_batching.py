@@ -26,21 +26,12 @@ def iter_slices(n: int, batch_size: int, progress: bool = False, desc: str | Non
         yield slice(start, min(start + batch_size, n))
 
 
-def predict_generated(model: Model, n: int, make_inputs: Callable[[slice], torch.Tensor], *,
-                      batch_size: int, probabilities: bool = False, progress: bool = False,
-                      desc: str | None = None) -> torch.Tensor:
-    """Scores ``(n, K)`` of the model on ``make_inputs(s)`` for consecutive slices ``s``."""
-    outputs = [model.predict(make_inputs(s), probabilities=probabilities)
-               for s in iter_slices(n, batch_size, progress, desc)]
-    return torch.cat(outputs) if outputs else torch.empty(0, 0)
-
-
 def predict_batched(model: Model, inputs: torch.Tensor, *, batch_size: int,
                     probabilities: bool = False, progress: bool = False,
                     desc: str | None = None) -> torch.Tensor:
-    """Scores ``(N, K)`` of the model on ``inputs``, ``batch_size`` at a time."""
-    return predict_generated(model, len(inputs), lambda s: inputs[s], batch_size=batch_size,
-                             probabilities=probabilities, progress=progress, desc=desc)
+    """Class scores ``(N, K)`` of the model on ``inputs``, ``batch_size`` at a time."""
+    return torch.cat([model.predict(inputs[s], probabilities=probabilities)
+                      for s in iter_slices(len(inputs), batch_size, progress, desc)])
 
 
 def score_generated(scorer: Any, n: int,

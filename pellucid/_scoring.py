@@ -1,5 +1,5 @@
 """Array helpers shared by the metrics and the evaluation procedures: ranks, chunking by
-sample, target scores, areas under curves, row-wise correlation."""
+sample, areas under curves, row-wise correlation."""
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -27,11 +27,6 @@ def runs_by_sample(s: slice, per_sample: int) -> Iterator[tuple[int, slice, slic
         last = min(s.stop, (sample + 1) * per_sample)
         yield (sample, slice(first - s.start, last - s.start),
                slice(first - sample * per_sample, last - sample * per_sample))
-
-
-def target_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``scores[i, targets[i]]`` for rows of a ``(n, K)`` score matrix."""
-    return scores.gather(1, targets.long()[:, None])[:, 0]
 
 
 def normalized_auc(curves: np.ndarray) -> np.ndarray:

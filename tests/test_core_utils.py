@@ -6,7 +6,8 @@ from scipy import ndimage
 
 from pellucid._baselines import make_baseline
 from pellucid._imaging import gaussian_blur
-from pellucid._batching import iter_slices, predict_generated
+from pellucid._batching import iter_slices, score_generated
+from pellucid._scorer import Scorer
 from pellucid._validation import check_class_indices, check_heatmaps, check_inputs
 from pellucid.models import as_model
 
@@ -16,14 +17,17 @@ def test_iter_slices_cover_range_exactly_once():
     assert covered == list(range(23))
 
 
-def test_predict_generated_never_builds_more_than_batch_size():
+def test_score_generated_never_builds_more_than_batch_size():
     sizes = []
 
     def make_inputs(s):
         sizes.append(s.stop - s.start)
-        return torch.ones(s.stop - s.start, 3)
+        return torch.ones(s.stop - s.start, 3), torch.arange(s.start, s.stop) // 10
 
-    out = predict_generated(as_model(lambda a: a.sum(1)), 100, make_inputs, batch_size=16)
+    x = torch.ones(10, 3)
+    scorer = Scorer.bind(as_model(lambda a: a.sum(1)), 0, x, probabilities=False,
+                         forward_kwargs=None, batch_size=16)
+    out = score_generated(scorer, 100, make_inputs, batch_size=16)
     assert max(sizes) == 16 and sum(sizes) == 100
     torch.testing.assert_close(out, torch.full((100, 1), 3.0))
 

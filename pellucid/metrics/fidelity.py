@@ -18,7 +18,7 @@ eclique/RISE ``evaluation.CausalMetric``):
 - the score is RISE's normalized area ``(sum(curve) - curve[0]/2 - curve[-1]/2) / n_steps``.
 
 Every (input, step) pair is built lazily one batch at a time and sent through
-:func:`pellucid._batching.predict_generated`: a whole curve for a batch of images is a few
+:func:`pellucid._batching.score_generated`: a whole curve for a batch of images is a few
 large forward passes, never one pass per sample per step.
 """
 from __future__ import annotations
