@@ -446,3 +446,19 @@ def test_forward_kwargs_go_with_their_inputs(name):
             torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="forward_kwargs must be a dict"):
         run(name, obj, x, 1, forward_kwargs=[scale])
+
+
+# -- procedures: the same hyperparameter habits ---------------------------------------------
+@pytest.mark.parametrize("name", ["Roar", "Kar", "ModelRandomization"])
+def test_procedures_have_params_repr_and_clone(name):
+    import pellucid.procedures as procedures
+    from pellucid.explain import Saliency
+    cls = getattr(procedures, name)
+    first = small_cnn() if name == "ModelRandomization" else (lambda x, y: None)
+    procedure = cls(first, Saliency, explainer_kwargs={"progress": False}, seed=4)
+    assert repr(procedure).startswith(f"{name}(") and "seed=4" in repr(procedure)
+    twin = clone(procedure)
+    assert twin.get_params() == procedure.get_params() and twin.explainer is Saliency
+    assert procedure.set_params(seed=5).seed == 5
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        procedure.set_params(fraction=0.1)
