@@ -6,7 +6,7 @@ from torch import nn
 
 from pellucid.explain import GradCAM
 from pellucid.metrics import Deletion
-from test_explainer_contract import EXPLAINERS, make
+from test_contract import EXPLAINERS, make
 
 
 def batchnorm_cnn_in_training_mode() -> nn.Module:
@@ -34,7 +34,7 @@ def test_explainers_leave_batchnorm_statistics_as_they_were(name):
     model, x = batchnorm_cnn_in_training_mode(), torch.rand(4, 3, 16, 16)
     before = snapshot(model)
     with pytest.warns(UserWarning, match="training mode"):
-        make(name, model).explain(x, 1)
+        make(name, model, x).explain(x, 1)
     assert_unchanged(before, model)
 
 
