@@ -120,14 +120,17 @@ def run_and_report(config, out: Path | None, progress: bool, title: str) -> int:
 
 
 def summary_text(results: pd.DataFrame) -> str:
-    """One methods x metrics table of means per dataset, arrows giving each metric's direction."""
+    """One methods x metrics table per dataset: mean [confidence interval], arrows giving each
+    metric's direction."""
     blocks = []
     for dataset, table in results.groupby("dataset", sort=False):
         arrows = table.groupby("metric", sort=False)["higher_is_better"].first()
-        means = table.pivot(index="method", columns="metric", values="mean")
-        means = means.loc[list(dict.fromkeys(table["method"])), list(arrows.index)]
-        means.columns = [f"{m} {'↑' if up else '↓'}" for m, up in arrows.items()]
-        blocks.append(f"\n{dataset}\n{means.to_string(float_format='{:.3f}'.format)}")
+        cells = table.assign(text=[f"{m:.3f} [{low:.3f}, {high:.3f}]" for m, low, high in
+                                   zip(table["mean"], table["ci_low"], table["ci_high"])])
+        texts = cells.pivot(index="method", columns="metric", values="text")
+        texts = texts.loc[list(dict.fromkeys(table["method"])), list(arrows.index)]
+        texts.columns = [f"{m} {'↑' if up else '↓'}" for m, up in arrows.items()]
+        blocks.append(f"\n{dataset}\n{texts.to_string()}")
     return "\n".join(blocks)
 
 

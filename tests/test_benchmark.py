@@ -15,6 +15,7 @@ from torch import nn
 from pellucid.benchmark import (RESULT_COLUMNS, BenchmarkConfig, DatasetSpec, MethodSpec,
                                 MetricSpec, RandomAttribution, load_config, run_benchmark,
                                 write_report)
+from pellucid.benchmark.statistics import bootstrap_ci
 from pellucid.explain.base import Explainer
 from pellucid.metrics import RelevanceMass
 from pellucid.metrics.base import ModelMetric
@@ -94,7 +95,7 @@ def make_config(out, **overrides) -> BenchmarkConfig:
 
 def test_one_row_per_cell_with_scores_from_the_right_heatmaps(tmp_path):
     results = run_benchmark(make_config(tmp_path), progress=False)
-    assert list(results.columns) == RESULT_COLUMNS
+    assert list(results.columns) == [*RESULT_COLUMNS, "ci_low", "ci_high"]
     assert len(results) == 3 * 2
     assert set(zip(results.method, results.metric)) == {
         (m, k) for m in ("input", "double", "Random") for k in ("mean", "mean+1")}
@@ -114,13 +115,20 @@ def test_one_row_per_cell_with_scores_from_the_right_heatmaps(tmp_path):
             assert row["mean"] == pytest.approx(expected.mean(), rel=1e-6)
             assert row["std"] == pytest.approx(expected.std(), rel=1e-5)
             assert row["n"] == 5 and not row["higher_is_better"]
+            # the cell's interval is the bootstrap of these recomputed per-input scores
+            low, high = bootstrap_ci(expected, level=0.95, seed=0)
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), rel=1e-5)
+            assert row["ci_low"] <= row["mean"] <= row["ci_high"]
     random_row = results[results.method == "Random"].iloc[0]
     random_maps = RandomAttribution(model, seed=0).explain(x, targets)
     assert random_row["mean"] == pytest.approx(
         (random_maps.flatten(1).mean(1) + target_logits).mean().item(), rel=1e-6)
 
     on_disk = pd.read_csv(tmp_path / "results.csv")
-    pd.testing.assert_frame_equal(on_disk, results, check_dtype=False)
+    pd.testing.assert_frame_equal(on_disk, results[RESULT_COLUMNS], check_dtype=False)
+    pairwise = results.attrs["pairwise"]  # 3 pairs of methods for each of the 2 metrics
+    assert len(pairwise) == 6 and set(pairwise["metric"]) == {"mean", "mean+1"}
+    assert pairwise["p_holm"].between(0, 1).all()
 
 
 def test_interrupted_run_resumes_without_recomputing_finished_cells(tmp_path):
@@ -136,7 +144,7 @@ def test_interrupted_run_resumes_without_recomputing_finished_cells(tmp_path):
     assert MeanHeatmap.calls == 6 - 2  # only the unfinished cells
     assert CountingExplainer.calls == 0  # heatmaps of "double" came from the disk cache
     assert len(results) == 6 and len(pd.read_csv(tmp_path / "results.csv")) == 6
-    pd.testing.assert_frame_equal(results.iloc[:2], before, check_dtype=False)
+    pd.testing.assert_frame_equal(results.iloc[:2][RESULT_COLUMNS], before, check_dtype=False)
 
     MeanHeatmap.calls = 0
     again = run_benchmark(make_config(tmp_path), progress=False)
@@ -290,7 +298,9 @@ def test_report_tables_are_sorted_and_every_image_exists(tmp_path):
     assert index == tmp_path / "index.html"
     page = ReportPage()
     page.feed(index.read_text(encoding="utf-8"))
-    assert page.images == ["figures/toy-heatmaps.png"]  # the toy metric has no curves
+    # the toy metric has no curves
+    assert page.images == ["figures/toy-significance.png", "figures/toy-heatmaps.png",
+                           "figures/critical-difference.png"]
     assert all((tmp_path / src).is_file() for src in page.images)
 
     header, *rows = page.rows[:4]
@@ -298,9 +308,15 @@ def test_report_tables_are_sorted_and_every_image_exists(tmp_path):
     # both metrics are lower-is-better and differ by a constant: sorted by "mean", ascending
     means = results[results.metric == "mean"].set_index("method")["mean"]
     assert [r[0] for r in rows] == list(means.sort_values().index)
-    assert rows[0][1] == f"{means.min():.3f} ± " + \
-        f"{results.set_index(['method', 'metric']).at[(rows[0][0], 'mean'), 'std']:.3f}"
-    assert 'class="best"' in index.read_text()
+    best = results.set_index(["method", "metric"]).loc[(rows[0][0], "mean")]
+    assert rows[0][1].startswith(f"{means.min():.3f} [{best['ci_low']:.3f}, "
+                                 f"{best['ci_high']:.3f}]")
+    # with 5 inputs the smallest two-sided Wilcoxon p-value is 2 / 2**5 = 0.0625 > 0.05: no
+    # paired test separates any two methods, so every cell is bold and no method beats Random
+    html_text = index.read_text()
+    assert html_text.count('<td class="best">') == 3 * 2
+    assert sum(cell.endswith("†") for row in rows for cell in row[1:3]) == 2 * 2
+    assert (results.attrs["pairwise"]["p_value"] >= 0.0625 - 1e-12).all()
 
 
 def test_report_of_a_tabular_benchmark_has_feature_bars_and_curves(tmp_path):
@@ -316,8 +332,9 @@ def test_report_of_a_tabular_benchmark_has_feature_bars_and_curves(tmp_path):
     assert len(results) == 4 and (results.n == 6).all()
     page = ReportPage()
     page.feed(write_report(config).read_text(encoding="utf-8"))
-    assert page.images == ["figures/table-features.png", "figures/table-Deletion.png",
-                           "figures/table-Insertion.png"]
+    assert page.images == ["figures/table-significance.png", "figures/table-features.png",
+                           "figures/table-Deletion.png", "figures/table-Insertion.png",
+                           "figures/critical-difference.png"]
     assert all((tmp_path / src).is_file() for src in page.images)
 
 

@@ -5,6 +5,8 @@ A TOML config (see ``examples/benchmark.toml``)::
     out = "benchmark-results"     # results.csv, cached heatmaps and index.html go here
     n_samples = 16                # test images explained per dataset
     seed = 0
+    level = 0.95                  # optional: confidence level of the intervals
+    paired_test = "wilcoxon"      # optional: or "ttest", between methods on the same inputs
 
     [[datasets]]
     name = "blockmnist"           # pellucid.datasets.load_blockmnist
@@ -34,7 +36,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .._validation import check_positive_int, check_seed
+from .._validation import check_choice, check_positive_int, check_probability, check_seed
+
+PAIRED_TESTS = ("wilcoxon", "ttest")
 
 
 def _display_name(name: Any) -> str:
@@ -107,7 +111,13 @@ class DatasetSpec:
 
 @dataclass
 class BenchmarkConfig:
-    """Datasets x methods x metrics, on ``n_samples`` test inputs per dataset, seeded."""
+    """Datasets x methods x metrics, on ``n_samples`` test inputs per dataset, seeded.
+
+    ``level``: confidence level of the intervals (0.95); ``paired_test``: ``"wilcoxon"`` (the
+    signed-rank test, no normality assumed) or ``"ttest"`` (paired t-test) between methods;
+    ``alpha``: significance level after Holm's correction (0.05). They change the statistics
+    only, never a cell.
+    """
 
     datasets: list[DatasetSpec]
     methods: list[MethodSpec]
@@ -115,6 +125,9 @@ class BenchmarkConfig:
     n_samples: int = 16
     seed: int = 0
     out: Path = Path("pellucid-benchmark")
+    level: float = 0.95
+    paired_test: str = "wilcoxon"
+    alpha: float = 0.05
 
     def __post_init__(self):
         self.datasets = [_as_spec(DatasetSpec, d, "datasets") for d in self.datasets]
@@ -140,6 +153,9 @@ class BenchmarkConfig:
         if self.seed is None:
             raise ValueError("a benchmark needs an integer seed so that a rerun resumes it")
         self.out = Path(self.out)
+        self.level = check_probability("level", self.level)
+        self.alpha = check_probability("alpha", self.alpha)
+        self.paired_test = check_choice("paired_test", self.paired_test, PAIRED_TESTS)
 
     def methods_for(self, dataset: str) -> list[MethodSpec]:
         return [m for m in self.methods if m.applies_to(dataset)]

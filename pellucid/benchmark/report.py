@@ -3,11 +3,14 @@
 ``write_report(config)`` reads what :func:`~pellucid.benchmark.run_benchmark` left in the output
 folder (``results.csv`` and the cache) and writes ``index.html`` and ``figures/*.png`` there:
 
-- per dataset: the model and its test accuracy, a summary table (methods x metrics, mean ± std,
-  an arrow giving each metric's direction, the best value in bold, methods sorted by their mean
-  rank over the metrics), a method x image grid of heatmaps (for tabular data: bars of each
-  method's mean absolute attribution per feature), and the curves of every metric that has
-  them (deletion, insertion, ...);
+- per dataset: the model and its test accuracy, a summary table (methods x metrics, mean and
+  its bootstrap confidence interval, an arrow giving each metric's direction, in bold the best
+  method of each column and every method a paired test cannot tell apart from it, a mark on the
+  methods that do not beat Random, methods sorted by their mean rank over the metrics), the
+  pairwise significance matrices, a method x image grid of heatmaps (for tabular data: bars of
+  each method's mean absolute attribution per feature), the curves of every metric that has
+  them (deletion, insertion, ...), and how many inputs would separate the two best methods;
+- across datasets and metrics: the Friedman test and the critical-difference diagram;
 - the timings: explanation seconds per input, and the seconds all metrics took on each
   method's heatmaps.
 
@@ -26,12 +29,16 @@ import torch
 from matplotlib.figure import Figure
 
 from ..metrics.base import MetricResult
-from ..plots import method_grid, plot_curves, save_figure, tabular_bars
+from ..plots import (critical_difference_diagram, method_grid, plot_curves, save_figure,
+                     significance_matrix, tabular_bars)
+from .comparison import (Comparison, compare, inputs_to_separate_the_best,
+                         not_better_than_random, not_worse_than_best, with_confidence_intervals)
 from .config import BenchmarkConfig, load_config
 from .runner import RESULTS_FILE, Cell, plan_cells, read_results, select_results, slug
 
 GRID_IMAGES = 4
 ARROWS = {True: "↑", False: "↓"}
+TESTS = {"wilcoxon": "Wilcoxon signed-rank test", "ttest": "t-test"}
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem;
@@ -43,6 +50,7 @@ table { border-collapse: collapse; margin: 0.8rem 0; font-variant-numeric: tabul
 th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.7rem; text-align: right; }
 th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
 td.best { font-weight: 700; background: #dafbe1; }
+span.ci { color: #59636e; font-size: 0.85em; font-weight: 400; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { color: #59636e; font-size: 0.9rem; }
 """
@@ -59,8 +67,11 @@ def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path
     if results.empty:
         raise ValueError(f"no results for this config in {out_dir / RESULTS_FILE}; run the "
                          "benchmark first")
+    results = with_confidence_intervals(results, cells, level=config.level, seed=config.seed)
+    comparison = compare(results, cells, test=config.paired_test, level=config.level,
+                         alpha=config.alpha, seed=config.seed)
     sections = [dataset_section(spec.name, results, [c for c in cells if c.dataset is spec],
-                                out_dir)
+                                out_dir, comparison)
                 for spec in config.datasets if (results["dataset"] == spec.name).any()]
     finished = f"{len(results)} of {len(cells)} cells finished"
     page = "\n".join([
@@ -70,25 +81,32 @@ def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path
         f'<p class="meta">{esc(datetime.date.today().isoformat())} · {config.n_samples} test '
         f"inputs per dataset · seed {config.seed} · {finished} · raw numbers: "
         f'<a href="{RESULTS_FILE}">{RESULTS_FILE}</a></p>',
-        "<p>Each cell is the mean ± standard deviation of a metric over the explained inputs. "
-        "↑: higher is better, ↓: lower is better; the best value of each column is in bold. "
-        "Methods are sorted by their mean rank over the metrics. <em>Random</em> (uniform "
-        "random heatmaps), where present, is the chance level.</p>",
-        *sections, timings_section(results), "</body>", "</html>"])
+        f"<p>Each cell is the mean of a metric over the explained inputs and its "
+        f"{config.level:.0%} bootstrap confidence interval (BCa). ↑: higher is better, ↓: lower "
+        "is better. In bold: the best method of each column and every method that a paired "
+        f"{TESTS[config.paired_test]} on the same inputs (Holm-corrected, α = {config.alpha}) "
+        "cannot tell apart from it. Methods are sorted by their mean rank over the metrics. "
+        "<em>Random</em> (uniform random heatmaps), where present, is the chance level; † marks "
+        "a method that does not beat it significantly.</p>",
+        *sections, ranking_section(comparison, out_dir), timings_section(results),
+        "</body>", "</html>"])
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
 
 
-def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir: Path) -> str:
-    """Model line, summary table, heatmap figure and curves of one dataset."""
+def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir: Path,
+                    comparison: Comparison) -> str:
+    """Model line, summary table, significance, heatmap figure and curves of one dataset."""
     samples = torch.load(cells[0].samples_path, weights_only=True)
     parts = [f"<h2>{esc(name)}</h2>",
              f'<p class="meta">model {esc(samples["model"])} · test accuracy '
              f'{samples["accuracy"]:.1%} · {len(samples["inputs"])} test inputs explained, each '
              "for the class the model predicts</p>",
              f'<p>{esc(samples["description"])}</p>' if samples["description"] else "",
-             summary_table(results[results["dataset"] == name])]
+             summary_table(results[results["dataset"] == name], comparison),
+             separation_text(results[results["dataset"] == name], cells, comparison.alpha),
+             significance_figure(name, comparison, out_dir)]
     method_cells = {c.method.label: c for c in cells if c.heatmaps_path.exists()}
     heatmaps = {label: torch.load(c.heatmaps_path, weights_only=True)["heatmaps"]
                 for label, c in method_cells.items()}
@@ -146,27 +164,89 @@ def figure_html(figure: Any, out_dir: Path, name: str, caption: str) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
-def summary_table(table: pd.DataFrame) -> str:
-    """Methods x metrics; rows sorted by mean rank (each metric ranked in its direction)."""
+def summary_table(table: pd.DataFrame, comparison: Comparison) -> str:
+    """Methods x metrics, mean [CI]; rows sorted by mean rank (each metric ranked in its
+    direction); bold where no paired test separates the method from the column's best."""
     metrics = list(dict.fromkeys(table["metric"]))
-    means = table.pivot(index="method", columns="metric", values="mean")[metrics]
-    stds = table.pivot(index="method", columns="metric", values="std")[metrics]
+    means, lows, highs = (table.pivot(index="method", columns="metric", values=column)[metrics]
+                          for column in ("mean", "ci_low", "ci_high"))
     higher = table.groupby("metric")["higher_is_better"].first()
     ranks = pd.DataFrame({m: means[m].rank(ascending=not higher[m]) for m in metrics})
     order = ranks.mean(axis=1).sort_values(kind="stable").index
-    best = {m: means[m].max() if higher[m] else means[m].min() for m in metrics}
+    dataset = table["dataset"].iloc[0]
+    bold = not_worse_than_best(comparison, table)
+    chance = not_better_than_random(comparison)
     head = "".join(f"<th>{esc(m)} {ARROWS[bool(higher[m])]}</th>" for m in metrics)
     rows = []
     for method in order:
         cells = []
         for m in metrics:
-            value, spread = means.at[method, m], stds.at[method, m]
-            css = ' class="best"' if value == best[m] else ""
-            cells.append(f"<td{css}>{number(value)} ± {number(spread)}</td>")
+            css = ' class="best"' if (dataset, m, method) in bold else ""
+            mark = " †" if (dataset, m, method) in chance else ""
+            cells.append(f"<td{css}>{number(means.at[method, m])} "
+                         f'<span class="ci">[{number(lows.at[method, m])}, '
+                         f"{number(highs.at[method, m])}]</span>{mark}</td>")
         rows.append(f"<tr><td>{esc(method)}</td>{''.join(cells)}"
                     f"<td>{ranks.loc[method].mean():.2f}</td></tr>")
     return (f"<table><thead><tr><th>method</th>{head}<th>mean rank</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def significance_figure(name: str, comparison: Comparison, out_dir: Path) -> str:
+    """One Holm-corrected p-value matrix per metric of the dataset."""
+    pairs = comparison.pairwise[comparison.pairwise["dataset"] == name]
+    metrics = list(dict.fromkeys(pairs["metric"]))
+    if not metrics:
+        return ""
+    columns = min(2, len(metrics))  # two readable matrices a row, whatever the metric count
+    rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(6.5 * columns, 5.8 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes, metrics):
+        block = pairs[pairs["metric"] == metric]
+        methods = list(dict.fromkeys([*block["method_a"], *block["method_b"]]))
+        index = {m: i for i, m in enumerate(methods)}
+        p = np.full((len(methods), len(methods)), np.nan)
+        for row in block.itertuples():
+            p[index[row.method_a], index[row.method_b]] = row.p_holm
+            p[index[row.method_b], index[row.method_a]] = row.p_holm
+        significance_matrix(methods, p, alpha=comparison.alpha, ax=ax, title=metric)
+    return figure_html(figure, out_dir, f"{slug(name)}-significance.png",
+                       "Holm-corrected p-values of the paired tests between methods, per metric "
+                       f"(★: p < {comparison.alpha}).")
+
+
+def separation_text(table: pd.DataFrame, cells: list[Cell], alpha: float) -> str:
+    """How many inputs a paired t-test needs to separate the two best methods of each metric."""
+    lines = []
+    for row in inputs_to_separate_the_best(table, cells, alpha=alpha):
+        needed = ("cannot be estimated (no difference)" if row["inputs_needed"] is None
+                  else f"needs about {row['inputs_needed']} inputs")
+        lines.append(f"<li>{esc(row['metric'])}: telling {esc(row['first'])} from "
+                     f"{esc(row['second'])} {needed} (power 0.8, α = {alpha}); this run has "
+                     f"{row['inputs_used']}.</li>")
+    return f'<ul class="meta">{"".join(lines)}</ul>' if lines else ""
+
+
+def ranking_section(comparison: Comparison, out_dir: Path) -> str:
+    """Friedman test over the (dataset, metric) blocks and the critical-difference diagram."""
+    if comparison.friedman is None:
+        return ""
+    result = comparison.friedman
+    figure = critical_difference_diagram(comparison.average_ranks,
+                                         comparison.critical_difference)
+    return "\n".join([
+        "<h2>Ranking across datasets and metrics</h2>",
+        f"<p>Friedman test over {result.n_blocks} (dataset, metric) blocks and {result.k} "
+        f"methods: χ²<sub>F</sub> = {result.chi2:.2f}, F<sub>F</sub> = {result.f_statistic:.2f}, "
+        f"p = {result.p_value:.3g}. Nemenyi critical difference at α = {comparison.alpha}: "
+        f"{comparison.critical_difference:.2f} (Demšar, 2006). Methods joined by a bar do not "
+        "differ significantly.</p>",
+        figure_html(figure, out_dir, "critical-difference.png",
+                    "Average rank of each method over the (dataset, metric) blocks (1 = best) "
+                    "and the Nemenyi critical difference.")])
 
 
 def timings_section(results: pd.DataFrame) -> str:

@@ -12,6 +12,11 @@ Everything lands in ``config.out``:
 - ``cache/<dataset>/<method>-<fp>.pt``: the heatmaps of one method, computed once and reused by
   every metric (and by the report), with the explanation time per sample.
 - ``cache/<dataset>/<method>__<metric>-<fp>.npz``: per-sample scores (and curves) of a cell.
+
+The table returned adds to each cell the bootstrap confidence interval of its mean
+(``ci_low``, ``ci_high``, at ``config.level``), and ``table.attrs["pairwise"]`` holds the paired
+tests between methods (:mod:`pellucid.benchmark.comparison`), both computed from the cached
+per-input scores.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from .. import metrics as metrics_module
 from .._batching import predict_batched
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
+from .comparison import compare, with_confidence_intervals
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config
 
 RESULT_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n",
@@ -65,7 +71,8 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
 
     ``config``: a :class:`BenchmarkConfig`, a dict, or the path of a TOML file. ``out``
     overrides ``config.out``. Returns a DataFrame with the columns of ``results.csv``
-    (:data:`RESULT_COLUMNS`), one row per cell, in config order.
+    (:data:`RESULT_COLUMNS`) plus ``ci_low`` and ``ci_high``, one row per cell, in config
+    order; ``.attrs["pairwise"]`` is the DataFrame of paired tests (see the module docstring).
     """
     config = load_config(config)
     out_dir = Path(out) if out is not None else config.out
@@ -112,7 +119,17 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
         raise
     finally:
         bar.close()
-    return select_results(read_results(results_path), cells)
+    return with_statistics(select_results(read_results(results_path), cells), cells, config)
+
+
+def with_statistics(table: pd.DataFrame, cells: list[Cell], config: BenchmarkConfig
+                    ) -> pd.DataFrame:
+    """The results with their confidence intervals and, in ``attrs["pairwise"]``, the paired
+    tests between methods."""
+    table = with_confidence_intervals(table, cells, level=config.level, seed=config.seed)
+    table.attrs["pairwise"] = compare(table, cells, test=config.paired_test, level=config.level,
+                                      alpha=config.alpha, seed=config.seed).pairwise
+    return table
 
 
 def select_results(table: pd.DataFrame, cells: list[Cell]) -> pd.DataFrame:
