@@ -112,7 +112,7 @@ def run_and_report(config, out: Path | None, progress: bool, title: str) -> int:
 
     start = time.perf_counter()
     results = run_benchmark(config, out=out, progress=progress)
-    report = write_report(config, out=out, title=title)
+    report = write_report(config, out=out, title=title, results=results)
     print(summary_text(results))
     print(f"\n{len(results)} results in {time.perf_counter() - start:.0f} s; "
           f"report: {report.resolve()}")

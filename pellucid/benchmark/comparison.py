@@ -70,6 +70,23 @@ def compare(results: pd.DataFrame, cells: list[Cell], *, test: str = "wilcoxon",
             level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> Comparison:
     """Paired tests within each (dataset, metric), Holm-corrected over its pairs, and the
     Friedman / Nemenyi ranking across them."""
+    pairwise = pairwise_comparisons(results, cells, test=test, level=level, alpha=alpha,
+                                    seed=seed)
+    return with_ranking(pairwise, results, alpha=alpha)
+
+
+def with_ranking(pairwise: pd.DataFrame, results: pd.DataFrame, *, alpha: float = 0.05
+                 ) -> Comparison:
+    """A :class:`Comparison` from paired tests already computed (``results.attrs["pairwise"]``
+    of :func:`~pellucid.benchmark.run_benchmark`) and the ranking of ``results``."""
+    return Comparison(pairwise, *rank_methods(results, alpha=alpha), alpha)
+
+
+def pairwise_comparisons(results: pd.DataFrame, cells: list[Cell], *, test: str = "wilcoxon",
+                         level: float = 0.95, alpha: float = 0.05, seed: int = 0
+                         ) -> pd.DataFrame:
+    """:data:`PAIRWISE_COLUMNS`: the paired tests of every (dataset, metric), with the better
+    method of each significant pair in ``better``."""
     scores = cell_scores(cells)
     tables = []
     for (dataset, metric), block in results.groupby(["dataset", "metric"], sort=False):
@@ -88,8 +105,7 @@ def compare(results: pd.DataFrame, cells: list[Cell], *, test: str = "wilcoxon",
         tables.append(table)
     pairwise = (pd.concat(tables, ignore_index=True) if tables
                 else pd.DataFrame(columns=PAIRWISE_COLUMNS))
-    methods, ranking, cd = rank_methods(results, alpha=alpha)
-    return Comparison(pairwise[PAIRWISE_COLUMNS], methods, ranking, cd, alpha)
+    return pairwise[PAIRWISE_COLUMNS]
 
 
 def rank_methods(results: pd.DataFrame, *, alpha: float = 0.05

@@ -31,10 +31,11 @@ from matplotlib.figure import Figure
 from ..metrics.base import MetricResult
 from ..plots import (critical_difference_diagram, method_grid, plot_curves, save_figure,
                      significance_matrix, tabular_bars)
-from .comparison import (Comparison, compare, inputs_to_separate_the_best,
-                         not_better_than_random, not_worse_than_best, with_confidence_intervals)
+from .comparison import (Comparison, inputs_to_separate_the_best, not_better_than_random,
+                         not_worse_than_best, with_ranking)
 from .config import BenchmarkConfig, load_config
-from .runner import RESULTS_FILE, Cell, plan_cells, read_results, select_results, slug
+from .runner import (RESULTS_FILE, Cell, plan_cells, read_results, select_results, slug,
+                     with_statistics)
 
 GRID_IMAGES = 4
 ARROWS = {True: "↑", False: "↓"}
@@ -57,19 +58,22 @@ figcaption { color: #59636e; font-size: 0.9rem; }
 
 
 def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path | None = None,
-                 title: str = "pellucid benchmark") -> Path:
+                 title: str = "pellucid benchmark", results: pd.DataFrame | None = None
+                 ) -> Path:
     """Write ``index.html`` (and ``figures/``) for the results of ``config`` in its output
-    folder (or ``out``); returns the path of ``index.html``."""
+    folder (or ``out``); returns the path of ``index.html``. ``results``: the table
+    :func:`~pellucid.benchmark.run_benchmark` returned for this config, whose intervals and
+    paired tests are then reused rather than computed again."""
     config = load_config(config)
     out_dir = Path(out) if out is not None else config.out
     cells = list(plan_cells(config, out_dir))
-    results = select_results(read_results(out_dir / RESULTS_FILE), cells)
+    if results is None or "pairwise" not in results.attrs:
+        results = with_statistics(select_results(read_results(out_dir / RESULTS_FILE), cells),
+                                  cells, config)
     if results.empty:
         raise ValueError(f"no results for this config in {out_dir / RESULTS_FILE}; run the "
                          "benchmark first")
-    results = with_confidence_intervals(results, cells, level=config.level, seed=config.seed)
-    comparison = compare(results, cells, test=config.paired_test, level=config.level,
-                         alpha=config.alpha, seed=config.seed)
+    comparison = with_ranking(results.attrs["pairwise"], results, alpha=config.alpha)
     sections = [dataset_section(spec.name, results, [c for c in cells if c.dataset is spec],
                                 out_dir, comparison)
                 for spec in config.datasets if (results["dataset"] == spec.name).any()]

@@ -43,7 +43,7 @@ from .. import metrics as metrics_module
 from .._batching import predict_batched
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
-from .comparison import compare, with_confidence_intervals
+from .comparison import pairwise_comparisons, with_confidence_intervals
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config
 
 RESULT_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n",
@@ -127,8 +127,9 @@ def with_statistics(table: pd.DataFrame, cells: list[Cell], config: BenchmarkCon
     """The results with their confidence intervals and, in ``attrs["pairwise"]``, the paired
     tests between methods."""
     table = with_confidence_intervals(table, cells, level=config.level, seed=config.seed)
-    table.attrs["pairwise"] = compare(table, cells, test=config.paired_test, level=config.level,
-                                      alpha=config.alpha, seed=config.seed).pairwise
+    table.attrs["pairwise"] = pairwise_comparisons(table, cells, test=config.paired_test,
+                                                   level=config.level, alpha=config.alpha,
+                                                   seed=config.seed)
     return table
 
 
