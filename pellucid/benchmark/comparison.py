@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import statistics
 from .statistics import (FriedmanResult, bootstrap_ci, friedman, inputs_needed, nemenyi_cd,
                          pairwise_tests)
 
@@ -21,9 +22,7 @@ if TYPE_CHECKING:
     from .runner import Cell
 
 RANDOM = "Random"
-PAIRWISE_COLUMNS = ["dataset", "metric", "method_a", "method_b", "n", "statistic", "p_value",
-                    "p_holm", "significant", "median_difference", "difference_ci_low",
-                    "difference_ci_high", "better"]
+PAIRWISE_COLUMNS = ["dataset", "metric", *statistics.PAIRWISE_COLUMNS, "better"]
 
 
 @dataclass(frozen=True)
