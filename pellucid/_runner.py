@@ -58,17 +58,23 @@ class ModelRunner(Configurable):
               ) -> Iterator[tuple[torch.Tensor, Scorer]]:
         """The prelude of every public entry point: yields the validated inputs ``x`` and the
         :class:`~pellucid._scorer.Scorer` of this call; the model's batch-norm running statistics
-        are put back when the block ends, even on an exception."""
+        are put back when the block ends, even on an exception (see :meth:`_running`)."""
         x = self._validate(inputs)
-        with self._keeping_model_state():
+        with self._running():
             scorer = Scorer.bind(self._model, targets, x, probabilities=self.probabilities,
                                  forward_kwargs=forward_kwargs, batch_size=self.batch_size)
             yield x, scorer
 
-    def _keeping_model_state(self) -> contextlib.AbstractContextManager:
-        """Forward passes in training mode update batch-norm running statistics: they are put
-        back when the block ends, even on an exception (pellucid never changes a model)."""
-        return preserved_running_stats(self._model.module)
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Around every call that runs the model: forward passes in training mode update
+        batch-norm running statistics, which are put back when the block ends, even on an
+        exception (pellucid never changes a model); and gradients are enabled whatever the
+        caller's context (``torch.no_grad()``, ``torch.inference_mode()``): white-box methods
+        need them, and black-box passes set inference mode themselves."""
+        with torch.inference_mode(False), torch.enable_grad():
+            with preserved_running_stats(self._model.module):
+                yield
 
     def _validate(self, inputs: Any) -> torch.Tensor:
         x = check_inputs(inputs)
@@ -86,12 +92,12 @@ class ModelRunner(Configurable):
 
 
 def keeps_model_state(method: Callable) -> Callable:
-    """Decorator for the public methods of a runner that do not go through :meth:`_call`: the
-    model's state is kept as :meth:`ModelRunner._keeping_model_state` keeps it."""
+    """Decorator for the public methods of a runner that do not go through :meth:`_call`: they
+    run inside :meth:`ModelRunner._running` too."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with self._keeping_model_state():
+        with self._running():
             return method(self, *args, **kwargs)
 
     return wrapper

@@ -458,3 +458,16 @@ def test_procedures_have_params_repr_and_clone(name):
     assert procedure.set_params(seed=5).seed == 5
     with pytest.raises(ValueError, match="no hyperparameter"):
         procedure.set_params(fraction=0.1)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("name", [name for name, kind in MODEL_CASES if kind == "images"])
+def test_the_caller_s_grad_mode_changes_nothing(name, context):
+    """Gradient methods, DeepLIFT and CAMs enable gradients for their own passes: called
+    inside ``torch.no_grad()`` or ``torch.inference_mode()`` they give the same result."""
+    model, x = data("images")
+    expected = run(name, make(name, model, x), x, 1)
+    with context():
+        inputs = x.clone()  # an inference tensor under inference_mode
+        torch.testing.assert_close(run(name, make(name, model, x), inputs, 1), expected)
+    assert torch.is_grad_enabled()
