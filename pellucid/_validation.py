@@ -78,8 +78,11 @@ def check_positive_int(name: str, value: Any) -> int:
 
 
 def check_non_negative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    """A finite number >= 0 (NaN and inf refused: a noise or a scale of inf gives NaN maps)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
+        0 <= value < float("inf"))
+    if not ok:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -110,6 +113,10 @@ def check_class_indices(name: str, values: Any, n: int, size: int,
     returns ``(n, T)`` long."""
     if isinstance(values, bool):
         raise TypeError(f"{name} must be an int or a sequence of {n} ints, got a bool")
+    if isinstance(values, (np.ndarray, torch.Tensor)) and values.ndim == 0:
+        scalar = np.asarray(values.cpu() if torch.is_tensor(values) else values)
+        if scalar.dtype.kind in "iu":  # a 0-d integer array or tensor is one int, not N ints
+            values = int(scalar)
     if isinstance(values, numbers.Integral):
         t = torch.full((n, 1), int(values), dtype=torch.long)
     else:

@@ -141,8 +141,14 @@ class CallableModel(Model):
 
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:
         # a copy: a function that changes its argument in place must not reach the caller's data
-        out = self.function(x.detach().cpu().numpy().copy())
-        return torch.as_tensor(np.asarray(out, dtype=np.float32))
+        out = np.asarray(self.function(x.detach().cpu().numpy().copy()), dtype=np.float32)
+        if out.ndim == 0 or len(out) != len(x):
+            raise ValueError(f"the model callable must return one row of scores per input: "
+                             f"for inputs of shape {tuple(x.shape)} it returned shape "
+                             f"{out.shape}")
+        if not np.isfinite(out).all():
+            warn_non_finite(self.function)
+        return torch.from_numpy(out)
 
 
 def as_model(obj: Any, outputs: str = "logits", device=None) -> Model:
@@ -194,13 +200,28 @@ def preserved_running_stats(module: nn.Module | None) -> Iterator[None]:
                 getattr(layer, name).copy_(value)
 
 
-_warned_modules: weakref.WeakSet = weakref.WeakSet()  # not ids: a freed model's id is reused
+_warned: weakref.WeakSet = weakref.WeakSet()  # modules and callables warned about (not ids:
+# a freed object's id is reused)
+
+
+def warn_non_finite(function: Callable) -> None:
+    """Warn once per callable that it returned NaN or inf: every map built on those scores is
+    NaN."""
+    try:
+        if function in _warned:
+            return
+        _warned.add(function)
+    except TypeError:  # not weakly referable: warn every time rather than never
+        pass
+    warnings.warn(f"the model callable {getattr(function, '__name__', type(function).__name__)} "
+                  "returned NaN or inf scores; explanations built on them are NaN",
+                  RuntimeWarning, stacklevel=4)
 
 
 def warn_training_mode(module: nn.Module) -> None:
     """Warn once per module: dropout/batch-norm in train mode make explanations random."""
-    if module not in _warned_modules:
-        _warned_modules.add(module)
+    if module not in _warned:
+        _warned.add(module)
         warnings.warn(
             f"{type(module).__name__} is in training mode; pellucid never changes the mode. "
             "Call model.eval() first for deterministic explanations.",

@@ -41,7 +41,7 @@ def test_unknown_name_and_bad_arguments_are_explained():
         datasets.load_blockmnist(block_size=4)
     with pytest.raises(ValueError, match="digits must hold at least two"):
         datasets.load_blockmnist(digits=(3, 3))
-    with pytest.raises(ValueError, match="noise must be a number >= 0"):
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
         datasets.load_additive(noise=-1)
     with pytest.raises(ValueError, match="test_fraction"):
         datasets.load_digits(test_fraction=1.5)

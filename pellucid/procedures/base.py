@@ -30,6 +30,11 @@ class Procedure(Configurable):
 
     def _check_explainer(self, explainer: Any, explainer_kwargs: dict | None) -> None:
         is_class = isinstance(explainer, type) and issubclass(explainer, Explainer)
+        if isinstance(explainer, Explainer):
+            raise TypeError(f"explainer must be a factory: the class {type(explainer).__name__} "
+                            "(with explainer_kwargs) or a callable (model, inputs, targets) -> "
+                            "heatmaps; got an instance, which is bound to one model and cannot "
+                            "explain the models the procedure makes")
         if not is_class and (isinstance(explainer, type) or not callable(explainer)):
             raise TypeError("explainer must be an Explainer class or a callable "
                             "(model, inputs, targets) -> heatmaps; got "

@@ -67,6 +67,10 @@ class SobolAttribution(MaskExplainer):
         if x.ndim == 2 and self.perturbation == "blur":
             raise ValueError("perturbation 'blur' needs images (N, C, H, W); got tabular inputs "
                              f"of shape {tuple(x.shape)}. Use 'inpainting' or 'amplitude'.")
+        if x.ndim == 4 and self.grid_size > min(x.shape[2:]):
+            raise ValueError(f"grid_size {self.grid_size} exceeds the images ({x.shape[2]} x "
+                             f"{x.shape[3]}): some grid cells would cover no pixel and every "
+                             "index would be 0; choose grid_size <= the smaller side")
         if self.perturbation == "inpainting":  # the only perturbation that uses baseline
             super()._check_inputs(x)
 

@@ -1,0 +1,67 @@
+"""Inputs that must get a clear answer (issue 20): hyperparameters that are not finite, 0-d
+targets, grids larger than the image, explainer instances where a factory is expected, and
+model callables that return the wrong shape or NaN."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_cnn
+from pellucid.explain import IntegratedGradients, Occlusion, Rise, Saliency, SmoothGrad
+from pellucid.explain import SobolAttribution
+from pellucid.metrics import Road
+from pellucid.procedures import ModelRandomization, Roar
+
+
+@pytest.mark.parametrize("make", [
+    lambda value: SmoothGrad(small_cnn(), noise_level=value),
+    lambda value: SobolAttribution(small_cnn(), sigma=value),
+    lambda value: Road(small_cnn(), noise_level=value),
+])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0])
+def test_scales_must_be_finite_and_non_negative(make, value):
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        make(value)
+
+
+@pytest.mark.parametrize("target", [torch.tensor(2), np.array(2), np.int64(2)])
+def test_a_zero_dimensional_integer_target_is_one_class(target):
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    explainer = IntegratedGradients(small_cnn(), steps=4, progress=False)
+    torch.testing.assert_close(explainer(x, target), explainer(x, 2))
+
+
+def test_a_sobol_grid_larger_than_the_image_is_refused_before_any_pass():
+    model, passes = small_cnn(), []
+    model.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    with pytest.raises(ValueError, match=r"grid_size 8 exceeds the images \(4 x 6\)"):
+        SobolAttribution(model, grid_size=8, progress=False)(torch.rand(2, 3, 4, 6))
+    assert passes == []
+
+
+def test_procedures_refuse_an_explainer_instance():
+    model = small_cnn()
+    for build in (lambda: ModelRandomization(model, Saliency(model)),
+                  lambda: Roar(lambda x, y: None, Saliency(model))):
+        with pytest.raises(TypeError, match="got an instance"):
+            build()
+
+
+@pytest.mark.parametrize("function, shape", [(lambda a: a.sum(), r"\(\)"),
+                                             (lambda a: a[:1], r"\(1, 4\)")])
+def test_a_callable_returning_the_wrong_shape_is_named(function, shape):
+    with pytest.raises(ValueError, match=f"one row of scores per input.*returned shape {shape}"):
+        Occlusion(function, progress=False)(torch.rand(3, 4), 0)
+
+
+def test_a_callable_returning_nan_warns_once():
+    def nan_scores(array):
+        return np.full((len(array), 2), np.nan)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Rise(nan_scores, nb_samples=20, batch_size=5, probabilities=False,
+             progress=False)(torch.rand(2, 4), 0)
+    messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert len(messages) == 1 and "nan_scores returned NaN or inf" in messages[0]
