@@ -7,6 +7,8 @@ Every explainer and metric takes ``targets``, turned into a selector by :func:`a
 - a ``(N, T)`` array of ints: ``T`` classes per input; explainers return ``(N, T, H, W)``
   (``(N, T, F)`` for tabular inputs), and black-box methods get all ``T`` maps from the same
   forward passes;
+- for a model returning a tuple or dict, the forms above read its first element (with a
+  warning); :class:`OutputElement` chooses another;
 - a :class:`Selector`: :class:`RegressionOutput`, :class:`SegmentationScore`,
   :class:`ClassDifference`, :class:`OutputElement`, or :class:`ClassScore` itself;
 - any other callable ``f(outputs) -> (n,)`` (or ``(n, T)``): applied to each batch of raw
@@ -27,6 +29,7 @@ regression output, one binary score) and for a plain callable (which sees raw ou
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -70,12 +73,21 @@ class Selector:
         return self
 
     def tensor(self, outputs: Outputs) -> torch.Tensor:
-        """The tensor the selector reads (and ``probabilities`` softmaxes): the outputs."""
-        if not torch.is_tensor(outputs):
+        """The tensor the selector reads (and ``probabilities`` softmaxes): the outputs, or the
+        first element of a tuple / dict output (with a warning that says how to choose)."""
+        if torch.is_tensor(outputs):
+            return outputs
+        elements = (list(outputs.items()) if isinstance(outputs, dict) else
+                    list(enumerate(outputs)) if isinstance(outputs, (tuple, list)) else [])
+        if not elements or not torch.is_tensor(elements[0][1]):
             raise TypeError(f"{type(self).__name__} needs a tensor output; the model returns a "
                             f"{type(outputs).__name__}: select an element with "
                             "OutputElement(key, selector)")
-        return outputs
+        key, first = elements[0]
+        warnings.warn(f"the model returns a {type(outputs).__name__}; explaining its first "
+                      f"element ({key!r}). Choose another with OutputElement(key, selector).",
+                      UserWarning, stacklevel=2)
+        return first
 
     def select(self, tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Scores ``(n, T)`` of a batch; ``rows`` ``(n,)`` long, on the tensor's device."""

@@ -199,8 +199,33 @@ def test_output_element_reads_one_element_of_a_dict_output():
     assert confidence.shape == (2, 16, 16)
     with pytest.raises(ValueError, match="no element 'boxes'"):
         explainer(x, OutputElement("boxes"))
-    with pytest.raises(TypeError, match="select an element with OutputElement"):
-        explainer(x, 0)
+    with pytest.warns(UserWarning, match=r"first element \('logits'\).*OutputElement"):
+        first = explainer(x, 0)  # a plain target reads the first element
+    torch.testing.assert_close(first, explainer(x, OutputElement("logits", 0)))
+
+
+def test_a_tuple_output_is_read_by_every_kind_of_method():
+    """Black-box (RISE), gradient (IG) and DeepLIFT passes all read the first element of a
+    tuple output, the same as a model returning that element alone."""
+    from pellucid.explain import DeepLift
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = small_cnn()
+
+        def forward(self, x):
+            logits = self.body(x)
+            return logits, 2 * logits
+
+    model = Pair().eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(12))
+    for make in (lambda m: Rise(m, nb_samples=16, probabilities=False, progress=False),
+                 lambda m: IntegratedGradients(m, steps=8, progress=False),
+                 lambda m: DeepLift(m, progress=False)):
+        with pytest.warns(UserWarning, match="first element"):
+            heatmaps = make(model)(x, 1)
+        torch.testing.assert_close(heatmaps, make(model.body)(x, 1))
 
 
 def test_a_callable_and_metrics_read_the_same_selector():
