@@ -9,13 +9,13 @@ which picks that input's target and its slice of the forward arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ._batching import iter_slices
 from .models import Model
-from .selectors import BindContext, FunctionSelector, Selector, as_selector
+from .selectors import BindContext, Selector, as_selector
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,13 @@ class Scorer:
         first = scorer.forward(x[:1], first_rows)
         scorer._check_probabilities(first)
 
-        def all_outputs() -> Any:
-            return concatenate([scorer.forward(x[s], torch.arange(s.start, s.stop))
-                                for s in iter_slices(len(x), batch_size)])
-        bound = selector.bind(BindContext(len(x), first, all_outputs))
+        def predictions(reduce: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+            batches = []
+            for s in iter_slices(len(x), batch_size):
+                rows = torch.arange(s.start, s.stop)
+                batches.append(reduce(scorer.forward(x[s], rows), rows))
+            return torch.cat(batches)
+        bound = selector.bind(BindContext(len(x), first, predictions))
         return replace(scorer, selector=bound)
 
     @property
@@ -90,7 +93,7 @@ class Scorer:
     def _check_probabilities(self, first_outputs: Any) -> None:
         if not self.probabilities:
             return
-        if isinstance(self.selector, FunctionSelector):
+        if self.selector.reads_raw_outputs:
             raise ValueError("probabilities=True cannot be combined with a targets function: "
                              "it receives the raw outputs; apply the softmax inside it, or "
                              "pass probabilities=False")
@@ -113,16 +116,3 @@ def check_forward_kwargs(forward_kwargs: Any, n: int, model: Model) -> dict[str,
         raise TypeError(f"forward_kwargs need a torch.nn.Module; a {model.kind} model takes its "
                         "inputs alone")
     return dict(forward_kwargs)
-
-
-def concatenate(batches: list[Any]) -> Any:
-    """Batches of outputs (tensors, tuples or dicts of them) joined along dimension 0."""
-    first = batches[0]
-    if torch.is_tensor(first):
-        return torch.cat(batches)
-    if isinstance(first, dict):
-        return {key: concatenate([b[key] for b in batches]) for key in first}
-    if isinstance(first, (tuple, list)):
-        return type(first)(concatenate(list(parts)) for parts in zip(*batches))
-    raise TypeError(f"model outputs must be tensors, tuples or dicts of them; got "
-                    f"{type(first).__name__}")

@@ -48,13 +48,15 @@ class BindContext:
     Attributes:
         n_inputs: ``N``, the number of inputs explained.
         first_outputs: the raw outputs of the first input (batch of 1), for shape checks.
-        all_outputs: computes the raw outputs of all ``N`` original inputs (batched; called
-            only by selectors that need the predictions).
+        predictions: ``predictions(reduce)`` runs the model on all ``N`` original inputs,
+            ``batch_size`` at a time, and joins ``reduce(outputs, rows)`` of each batch (e.g.
+            the argmax: memory stays bounded by ``batch_size``); called only by selectors that
+            need the predictions.
     """
 
     n_inputs: int
     first_outputs: Outputs
-    all_outputs: Callable[[], Outputs]
+    predictions: Callable[[Callable[[Outputs, torch.Tensor], torch.Tensor]], torch.Tensor]
 
 
 class Selector:
@@ -67,6 +69,7 @@ class Selector:
 
     nb_targets = 1
     multiple = False
+    reads_raw_outputs = False  # a callable: probabilities=True must not change what it sees
 
     def bind(self, context: BindContext) -> "Selector":
         """The selector for one call, checked against ``context.first_outputs``."""
@@ -142,7 +145,8 @@ class ClassScore(Selector):
     def bind(self, context):
         size = _flat(self.tensor(context.first_outputs)).shape[1]
         if self.classes is None:
-            predicted = _flat(self.tensor(context.all_outputs())).argmax(1)
+            predicted = context.predictions(
+                lambda out, rows: _flat(self.tensor(out)).argmax(1).cpu())
             return replace(self, _bound=predicted[:, None].cpu())
         classes = check_class_indices("targets", self.classes, context.n_inputs, size,
                                       allow_columns=True)
@@ -224,9 +228,9 @@ class SegmentationScore(Selector):
                              f"shape {tuple(first.shape)}")
         n, (classes, height, width) = context.n_inputs, first.shape[1:]
         index = check_class_indices("class_index", self.class_index, n, classes)[:, 0]
-        if self.mask is None:
-            predicted = self.tensor(context.all_outputs()).argmax(1).cpu()
-            mask = (predicted == index[:, None, None]).float()
+        if self.mask is None:  # one output channel: a binary segmentation, positive logit
+            mask = context.predictions(
+                lambda out, rows: self._region(self.tensor(out), index[rows]))
         else:
             mask = torch.as_tensor(np.asarray(self.mask.cpu() if torch.is_tensor(self.mask)
                                               else self.mask)).float()
@@ -236,6 +240,15 @@ class SegmentationScore(Selector):
                                  f"{tuple(mask.shape)}")
             mask = mask.expand(n, height, width)
         return replace(self, _bound=(index, mask))
+
+    @staticmethod
+    def _region(outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(n, H, W)`` float: where the model predicts class ``index`` of each row (argmax
+        over classes; for one output channel, where its logit is positive)."""
+        if outputs.shape[1] == 1:
+            return (outputs[:, 0] > 0).float().cpu()
+        predicted = outputs.argmax(1).cpu()
+        return (predicted == index[:, None, None]).float()
 
     def select(self, tensor, rows):
         index, mask = (t.to(rows.device)[rows] for t in self._bound)
@@ -263,21 +276,29 @@ class OutputElement(Selector):
     def multiple(self) -> bool:
         return self.inner.multiple
 
-    def tensor(self, outputs):
+    @property
+    def reads_raw_outputs(self) -> bool:
+        return self.inner.reads_raw_outputs
+
+    def element(self, outputs: Outputs) -> Outputs:
+        """``outputs[key]`` (a namedtuple's field by its name too)."""
         try:
-            element = outputs[self.key]
-        except (KeyError, IndexError, TypeError) as error:
+            if isinstance(self.key, str) and hasattr(outputs, "_fields"):
+                return getattr(outputs, self.key)
+            return outputs[self.key]
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
             raise ValueError(f"OutputElement({self.key!r}): the model's outputs "
                              f"({type(outputs).__name__}) have no element {self.key!r}") from error
-        return self.inner.tensor(element)
+
+    def tensor(self, outputs):
+        return self.inner.tensor(self.element(outputs))
 
     def bind(self, context):
         self.tensor(context.first_outputs)  # a missing element raises here
-
-        def element(outputs):
-            return outputs[self.key]
-        inner = self.inner.bind(BindContext(context.n_inputs, element(context.first_outputs),
-                                            lambda: element(context.all_outputs())))
+        element = self.element
+        inner = self.inner.bind(BindContext(
+            context.n_inputs, element(context.first_outputs),
+            lambda reduce: context.predictions(lambda out, rows: reduce(element(out), rows))))
         return replace(self, selector=inner)
 
     def select(self, tensor, rows):
@@ -293,6 +314,7 @@ class FunctionSelector(Selector):
 
     function: Callable
     _nb_targets: int = field(default=1, repr=False)
+    reads_raw_outputs = True
 
     @property
     def nb_targets(self) -> int:

@@ -65,3 +65,23 @@ def test_a_callable_returning_nan_warns_once():
              progress=False)(torch.rand(2, 4), 0)
     messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
     assert len(messages) == 1 and "nan_scores returned NaN or inf" in messages[0]
+
+
+def test_review_findings_get_clear_answers_before_any_pass():
+    """nb_design=1 (a variance of one design), (N, T) targets for ModelRandomization, a callable
+    behind OutputElement with probabilities=True, attribute() of a CAM: each refused early."""
+    from pellucid.explain import GradCAM
+    from pellucid.selectors import OutputElement
+    model, passes = small_cnn(), []
+    model.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError, match="at least 2"):
+        SobolAttribution(model, nb_design=1)
+    with pytest.raises(ValueError, match="one target per input"):
+        ModelRandomization(model, Saliency)(x, np.array([[0, 1], [1, 2]]))
+    with pytest.raises(NotImplementedError, match="no per-element attributions"):
+        GradCAM(model, progress=False).attribute(x)
+    assert passes == []
+    with pytest.raises(ValueError, match="targets function"):
+        Rise(model, nb_samples=4, progress=False)(x, OutputElement(0, lambda y: y[:, 1]))
+    assert sum(passes) <= 1  # the first input's shape check at most

@@ -84,7 +84,8 @@ def test_segmentation_with_rise_on_the_predicted_region():
 def _context(model, x):
     from pellucid.selectors import BindContext
     with torch.no_grad():
-        return BindContext(len(x), model(x[:1]), lambda: model(x))
+        return BindContext(len(x), model(x[:1]),
+                           lambda reduce: reduce(model(x), torch.arange(len(x))))
 
 
 def test_segmentation_mask_of_the_wrong_shape_raises_before_the_explanation():
@@ -249,3 +250,44 @@ def test_as_selector_and_the_user_selector_is_never_changed():
     assert as_selector(user) is user and isinstance(as_selector(None), ClassScore)
     with pytest.raises(TypeError, match="targets must be None, an int"):
         as_selector(1.5)
+
+
+def test_a_binary_segmentation_region_is_where_the_logit_is_positive():
+    """One output channel: mask=None is the region the model predicts as foreground (logit > 0),
+    the same as passing that mask."""
+    model = nn.Conv2d(3, 1, 1).eval()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(-1.5)
+    x = torch.zeros(2, 3, 6, 6)
+    x[:, :, :2, :2] = 1.0  # foreground: logit 1.5 there, -1.5 elsewhere
+    explainer = Occlusion(model, patch_size=1, progress=False)
+    predicted = explainer(x, SegmentationScore(0))
+    torch.testing.assert_close(predicted, explainer(x, SegmentationScore(0, (x[0, 0] > 0))))
+    assert predicted[:, 2:, :].abs().max() == 0 and predicted[:, :2, :2].min() > 0
+
+
+def test_named_tuples_and_unbatched_elements_in_the_outputs():
+    """A namedtuple output with a scalar auxiliary loss and a None (as Inception returns): every
+    kind of method reads the chosen element; the rest is carried along untouched."""
+    from collections import namedtuple
+
+    from pellucid.explain import DeepLift
+    Output = namedtuple("Output", "logits aux_loss extra")
+
+    class WithAux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = small_cnn()
+
+        def forward(self, x):
+            logits = self.body(x)
+            return Output(logits, logits.mean(), None)
+
+    model = WithAux().eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(13))
+    for make in (lambda m: Rise(m, nb_samples=16, progress=False),
+                 lambda m: IntegratedGradients(m, steps=8, progress=False),
+                 lambda m: DeepLift(m, progress=False)):
+        torch.testing.assert_close(make(model)(x, OutputElement("logits")),
+                                   make(model.body)(x))

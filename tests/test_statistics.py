@@ -284,3 +284,14 @@ def test_inputs_needed_edge_cases(no_warnings):
     assert inputs_needed(*pilot_with_effect_size(1e-4)) is None  # beyond 10**6 inputs
     assert inputs_needed([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == 2  # constant difference
     assert inputs_needed([1.0, np.nan], [0.0, 1.0]) is None      # one usable pair
+
+
+def test_the_direction_of_a_significant_pair_is_the_test_s_own():
+    """55 differences of -0.01 and 45 of +0.3: the median difference is -0.01, but the mean
+    (+0.13) and the signed-rank test favour a; ``shift`` follows the test."""
+    b = np.zeros(100)
+    a = np.r_[np.full(55, -0.01), np.full(45, 0.3)]
+    for test, expected in (("wilcoxon", 0.145), ("ttest", 0.1295)):
+        table = pairwise_tests({"A": a, "Random": b}, test=test)
+        assert table.significant[0] and table.median_difference[0] == pytest.approx(-0.01)
+        assert table["shift"][0] == pytest.approx(expected, abs=5e-3)

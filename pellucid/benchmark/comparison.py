@@ -95,7 +95,7 @@ def pairwise_comparisons(results: pd.DataFrame, cells: list[Cell], *, test: str 
             continue
         table = pairwise_tests(by_method, test=test, level=level, alpha=alpha, seed=seed)
         higher = bool(block["higher_is_better"].iloc[0])
-        sign = np.sign(table["median_difference"]) * (1 if higher else -1)
+        sign = np.sign(table["shift"]) * (1 if higher else -1)
         table["better"] = np.where(table["significant"] & (sign > 0), table["method_a"],
                                    np.where(table["significant"] & (sign < 0),
                                             table["method_b"], ""))

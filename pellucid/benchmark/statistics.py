@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 PAIRWISE_COLUMNS = ["method_a", "method_b", "n", "statistic", "p_value", "p_holm",
-                    "significant", "median_difference", "difference_ci_low",
+                    "significant", "shift", "median_difference", "difference_ci_low",
                     "difference_ci_high"]
 
 # scipy >= 1.15 names the seed argument `rng`; older ones (setup.cfg allows 1.10) `random_state`.
@@ -160,14 +160,32 @@ def paired_test(a, b, *, test: str = "wilcoxon") -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def location_shift(a, b, *, test: str = "wilcoxon") -> float:
+    """The estimate of ``a - b`` that the test itself decides on, so that its sign says which
+    method a significant test favours: the mean difference for the t-test, the Hodges-Lehmann
+    estimate (median of the Walsh averages (d_i + d_j) / 2, i <= j) for the signed-rank test.
+    (The median of the differences can disagree with both: 55 differences of -0.01 and 45 of
+    +0.3 have median -0.01, mean +0.13 and a signed-rank test favouring a.)"""
+    a, b = _finite_pairs(a, b)
+    d = a - b
+    if d.size == 0:
+        return math.nan
+    if test == "ttest":
+        return float(d.mean())
+    i, j = np.triu_indices(d.size)
+    return float(np.median((d[i] + d[j]) / 2))
+
+
 def pairwise_tests(scores: Mapping[str, np.ndarray], *, test: str = "wilcoxon",
                    level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """Paired test of every unordered pair of methods, Holm-corrected over the pairs.
 
     One row per pair in the mapping's order with the columns of ``PAIRWISE_COLUMNS``:
     ``p_holm`` is Holm's adjustment over all pairs of this call, ``significant`` is
-    p_holm < alpha, and the difference CI is a percentile bootstrap of the median of
-    a - b at ``level``, seeded with ``seed`` for every pair (Demšar, 2006, Sec. 3.2.2).
+    p_holm < alpha, ``shift`` is the test's own estimate of a - b (:func:`location_shift`: its
+    sign tells which method a significant test favours), and the difference CI is a
+    percentile bootstrap of the median of a - b at ``level``, seeded with ``seed`` for every
+    pair (Demšar, 2006, Sec. 3.2.2).
     """
     pairs = list(combinations(scores, 2))
     differences, rows = [], []
@@ -177,6 +195,7 @@ def pairwise_tests(scores: Mapping[str, np.ndarray], *, test: str = "wilcoxon",
         differences.append(a - b)
         rows.append({"method_a": name_a, "method_b": name_b, "n": a.size,
                      "statistic": statistic, "p_value": p_value,
+                     "shift": location_shift(a, b, test=test),
                      "median_difference": float(np.median(a - b)) if a.size else math.nan})
     # one vectorized bootstrap for all pairs: rows padded with NaN, which the bootstrap drops
     padded = np.full((len(pairs), max((d.size for d in differences), default=0)), np.nan)

@@ -66,13 +66,16 @@ class WhiteBoxExplainer(Explainer):
                   ) -> torch.Tensor:
         """Per-element attributions with the inputs' shape (before the channel rule of
         ``explain``), for the methods that compute them (gradients, DeepLIFT)."""
+        if type(self)._attributions is WhiteBoxExplainer._attributions:  # before any pass
+            raise NotImplementedError(f"{type(self).__name__} has no per-element attributions; "
+                                      "use explain()")
         return self._per_target(self._attributions, inputs, targets, forward_kwargs)
 
     def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         return reduce_channels(self._attributions(x, scorer), self.channel_reduction)
 
     def _attributions(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no per-element attributions")
+        raise NotImplementedError
 
     def __init__(self, model: Any, **common: Any):
         check_white_box(model, type(self).__name__)

@@ -37,7 +37,7 @@ from .._scoring import pearson_rows
 from .._validation import check_choice
 from ..metrics import MetricResult
 from ..models import as_model
-from ..selectors import Selector
+from ..selectors import Selector, as_selector
 from .base import Procedure
 
 SIMILARITIES = ("spearman_abs", "spearman", "ssim")
@@ -162,6 +162,9 @@ class ModelRandomization(Procedure, ModelRunner):
         names = self._layer_names()
         if not names:
             raise ValueError("the model has no layer with parameters to randomize")
+        if as_selector(targets).multiple:
+            raise ValueError("ModelRandomization compares one heatmap per input: pass one target "
+                             "per input, not an (N, T) array")
         randomized = copy.deepcopy(self.model)
         t = targets
         if targets is None:

@@ -50,6 +50,6 @@ class DeepLiftBase(WhiteBoxExplainer):
         with DeepLiftMode(layout, rows=len(stacked)):
             outputs = self._model.forward_with_grad(
                 stacked, **scorer.kwargs_for(rows.repeat(layout.streams)))
-        scores = scorer.select(layout.input_stream(outputs), rows)
+        scores = scorer.select(layout.input_stream(outputs, len(stacked)), rows)
         (multipliers,) = torch.autograd.grad(scores.sum(), delta)
         return (delta * multipliers).detach().float().cpu()

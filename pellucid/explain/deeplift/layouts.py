@@ -27,14 +27,21 @@ class Layout:
 
     input_row = 0  # which stream holds the inputs x (the rows whose scores are explained)
 
-    def input_stream(self, outputs: Any) -> Any:
-        """The outputs of the input rows (a tensor, tuple or dict of them): their target
-        scores' gradients w.r.t. ``delta`` are the multipliers."""
+    def input_stream(self, outputs: Any, rows: int) -> Any:
+        """The outputs of the input rows: their target scores' gradients w.r.t. ``delta`` are
+        the multipliers. ``rows``: the stacked batch's length. Tuples (named ones too) and dicts
+        are mapped element by element; what is not batched with the rows (a scalar loss,
+        ``None``) passes as it is."""
         if torch.is_tensor(outputs):
-            return outputs.chunk(self.streams)[self.input_row]
+            batched = outputs.ndim > 0 and len(outputs) == rows
+            return outputs.chunk(self.streams)[self.input_row] if batched else outputs
         if isinstance(outputs, dict):
-            return {key: self.input_stream(value) for key, value in outputs.items()}
-        return type(outputs)(self.input_stream(value) for value in outputs)
+            return {key: self.input_stream(value, rows) for key, value in outputs.items()}
+        if isinstance(outputs, tuple) and hasattr(outputs, "_make"):  # a namedtuple
+            return outputs._make(self.input_stream(value, rows) for value in outputs)
+        if isinstance(outputs, (tuple, list)):
+            return type(outputs)(self.input_stream(value, rows) for value in outputs)
+        return outputs
 
     def elementwise(self, x: torch.Tensor, fn: Callable) -> torch.Tensor:
         raise NotImplementedError

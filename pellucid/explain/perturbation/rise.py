@@ -88,10 +88,11 @@ class Rise(MaskExplainer):
     ``(p)`` draws per feature (``grid_size`` unused).
 
     ``f_c`` is the probability of class ``c`` (softmax of the logits), as in the paper, when
-    ``probabilities=True`` (default; a single-output model is scored raw); ``False`` scores the raw
-    outputs. ``baseline``: what masked parts become: ``0.0`` (the paper's ``x * M``), a number, a
-    tensor broadcastable to the inputs (e.g. a background mean for tabular data), ``"blur"`` or
-    ``"mean"`` (see :mod:`pellucid._baselines`).
+    ``probabilities=True`` (default; refused for a model without classes, see
+    :mod:`pellucid.selectors`); ``False`` scores the raw outputs. ``baseline``: what masked
+    parts become: ``0.0`` (the paper's ``x * M``), a number, a tensor broadcastable to the
+    inputs (e.g. a background mean for tabular data), ``"blur"`` or ``"mean"`` (see
+    :mod:`pellucid._baselines`).
 
     Cost: ``nb_samples`` forward passes per input, ``batch_size`` at a time.
     """

@@ -29,11 +29,13 @@ _TINY = 1e-12  # guards the division when the model output does not vary at all
 
 
 def check_power_of_two(name: str, value) -> int:
-    """``value`` as an int, or a ValueError when it is not a positive power of two."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+    """``value`` as an int, or a ValueError when it is not a power of two >= 2 (the estimators
+    need two designs at least: a variance of one design is undefined)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 2
             or value & (value - 1)):
         raise ValueError(f"{name} must be a power of 2 (the balance properties of Sobol "
-                         f"sequences need it): 1, 2, 4, ..., 32, 64, ...; got {value!r}")
+                         f"sequences need it) and at least 2: 2, 4, ..., 32, 64, ...; "
+                         f"got {value!r}")
     return int(value)
 
 
