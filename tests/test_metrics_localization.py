@@ -107,3 +107,18 @@ def test_channel_heatmaps_are_summed_and_bad_inputs_raise():
     with pytest.raises(ValueError, match="tolerance"):
         PointingGame(tolerance=-1)
     assert score(RelevanceRankAccuracy(), np.random.rand(3, 5), np.eye(3, 5)).scores.shape == (3,)
+
+
+def test_pointing_game_ties_score_the_share_of_tied_maxima_that_hit():
+    """An Occlusion-like map with a 4 x 4 block of equal maxima, half of it inside the mask:
+    0.5 whichever way the image is flipped (the first maximum in row-major order would make it
+    0 or 1 by orientation alone)."""
+    heatmaps = torch.zeros(1, 12, 12)
+    heatmaps[0, 4:8, 4:8] = 1.0
+    masks = torch.zeros(1, 12, 12, dtype=torch.bool)
+    masks[0, 4:8, 6:] = True  # the right half of the block
+    scores = [score(PointingGame(tolerance=0), h, m).scores[0]
+              for h, m in [(heatmaps, masks), (heatmaps.flip(2), masks.flip(2)),
+                           (heatmaps.flip(1), masks.flip(1))]]
+    assert scores == [0.5, 0.5, 0.5]
+    assert score(PointingGame(tolerance=2), heatmaps, masks).scores[0] == 1.0  # all near it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .._scoring import descending_ranks
 from .base import Metric, MetricResult
@@ -47,7 +48,11 @@ class PointingGame(LocalizationMetric):
         tolerance: pixels; ``None`` = the paper's 15 px at 224 scaled to the image:
             ``floor(15 * max(H, W) / 224 + 0.5)``.
 
-    With several equal maxima the first in row-major order is the one pointed at.
+    Several equal maxima (Occlusion maps are full of them) score the share of them that are
+    hits, so the score does not depend on where a tie lies: a unique maximum scores 1 or 0,
+    a tied block half inside the mask 0.5, whatever the image's orientation. (The first
+    maximum in row-major order scored the corner of the block; Quantus counts a hit if any
+    tied pixel hits.)
     """
 
     name = "pointing_game"
@@ -67,11 +72,13 @@ class PointingGame(LocalizationMetric):
     def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks):
         _, height, width = heatmaps.shape
         tolerance = self.pixels_of_tolerance(height, width)
-        peak = flat_heatmaps.argmax(1)
-        rows = torch.arange(height)[None, :, None] - (peak // width)[:, None, None]
-        cols = torch.arange(width)[None, None, :] - (peak % width)[:, None, None]
-        near = rows**2 + cols**2 <= tolerance**2
-        return (near & masks).flatten(1).any(1).double()
+        peaks = flat_heatmaps == flat_heatmaps.max(1, keepdim=True).values
+        # pixels within `tolerance` (Euclidean) of the mask: the mask dilated by a disk
+        offsets = torch.arange(-tolerance, tolerance + 1, dtype=torch.float64)
+        disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= tolerance**2).double()
+        near = F.conv2d(masks[:, None].double(), disk[None, None], padding=tolerance)[:, 0] > 0
+        hits = (peaks & near.flatten(1)).sum(1)
+        return hits.double() / peaks.sum(1)
 
     def _details(self, heatmaps):
         return {"tolerance": self.pixels_of_tolerance(*heatmaps.shape[1:])}
