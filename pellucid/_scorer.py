@@ -37,7 +37,11 @@ class Scorer:
         selector = as_selector(targets)
         scorer = cls(model, selector, bool(probabilities), kwargs, len(x))
         first_rows = torch.zeros(1, dtype=torch.long)
-        first = scorer.forward(x[:1], first_rows)
+        try:
+            first = scorer.forward(x[:1], first_rows)
+        except RuntimeError as error:  # a shape or dtype the model cannot take, said plainly
+            raise ValueError(f"the model cannot run on inputs of shape {tuple(x.shape)} (it "
+                             f"failed on the first one): {error}") from error
         scorer._check_probabilities(first)
 
         def predictions(reduce: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:

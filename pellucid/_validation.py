@@ -54,21 +54,23 @@ def require_images(x: torch.Tensor, who: str) -> None:
 
 
 def check_input_matches_module(x: torch.Tensor, module: nn.Module) -> None:
-    """Channel / feature count against the module's first Conv2d or Linear layer."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
-            if x.ndim != 4:
-                raise ValueError(f"the model starts with a Conv2d and expects images "
-                                 f"(N, {layer.in_channels}, H, W); got shape {tuple(x.shape)}")
-            if x.shape[1] != layer.in_channels:
-                raise ValueError(f"the model's first Conv2d expects {layer.in_channels} channels; "
-                                 f"inputs have {x.shape[1]} (shape {tuple(x.shape)})")
-            return
-        if isinstance(layer, nn.Linear):
-            if x.ndim == 2 and x.shape[1] != layer.in_features:
-                raise ValueError(f"the model's first Linear layer expects {layer.in_features} "
-                                 f"features; inputs have {x.shape[1]}")
-            return
+    """Channel / feature count against the Conv2d or Linear layer that runs first, where that
+    is known without running the model: the first layer of (nested) ``nn.Sequential``
+    containers. Other modules may register their layers in any order (a head declared before
+    its body), so they are checked by the first one-sample pass instead (``Scorer.bind``)."""
+    layer = module
+    while isinstance(layer, nn.Sequential) and len(layer):
+        layer = layer[0]
+    if isinstance(layer, nn.Conv2d):
+        if x.ndim != 4:
+            raise ValueError(f"the model starts with a Conv2d and expects images "
+                             f"(N, {layer.in_channels}, H, W); got shape {tuple(x.shape)}")
+        if x.shape[1] != layer.in_channels:
+            raise ValueError(f"the model's first Conv2d expects {layer.in_channels} channels; "
+                             f"inputs have {x.shape[1]} (shape {tuple(x.shape)})")
+    elif isinstance(layer, nn.Linear) and x.ndim == 2 and x.shape[1] != layer.in_features:
+        raise ValueError(f"the model's first Linear layer expects {layer.in_features} "
+                         f"features; inputs have {x.shape[1]}")
 
 
 def check_positive_int(name: str, value: Any) -> int:

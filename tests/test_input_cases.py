@@ -85,3 +85,35 @@ def test_review_findings_get_clear_answers_before_any_pass():
     with pytest.raises(ValueError, match="targets function"):
         Rise(model, nb_samples=4, progress=False)(x, OutputElement(0, lambda y: y[:, 1]))
     assert sum(passes) <= 1  # the first input's shape check at most
+
+
+class HeadDeclaredFirst(torch.nn.Module):
+    """A valid model whose head (Linear(16, 2)) is registered before its body (Linear(4, 16))."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Linear(16, 2)
+        self.body = torch.nn.Linear(4, 16)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_a_model_whose_layers_are_registered_out_of_order_is_explained():
+    model, x = HeadDeclaredFirst().eval(), torch.randn(3, 4)
+    for explainer in (Saliency(model, progress=False), Occlusion(model, progress=False)):
+        assert explainer(x, 1).shape == (3, 4)
+    # Occlusion with patch 1 and baseline 0 is the drop of each feature, computed directly
+    with torch.no_grad():
+        drops = torch.stack([model(x)[:, 1] - model(x * (torch.arange(4) != i))[:, 1]
+                             for i in range(4)], 1)
+    torch.testing.assert_close(Occlusion(model, progress=False)(x, 1), drops)
+
+
+def test_inputs_a_custom_model_cannot_take_are_named_after_one_sample():
+    model, passes = HeadDeclaredFirst().eval(), []
+    model.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    with pytest.raises(ValueError, match=r"cannot run on inputs of shape \(5, 7\)"):
+        Occlusion(model, progress=False)(torch.randn(5, 7), 0)
+    assert passes == [1]
