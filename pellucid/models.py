@@ -41,6 +41,7 @@ class Model:
             raise ValueError(f"outputs must be one of {OUTPUT_KINDS}, got {outputs!r}")
         self.outputs = outputs
         self.device = torch.device("cpu")
+        self.dtype = torch.float32
 
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -84,6 +85,7 @@ class TorchModel(Model):
         super().__init__(outputs)
         self.module = module
         self.device = torch.device(device) if device is not None else module_device(module)
+        self.dtype = module_dtype(module)
 
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
@@ -92,14 +94,14 @@ class TorchModel(Model):
         if has_stochastic_training_layers(self.module):
             warn_training_mode(self.module)
         with torch.inference_mode():
-            return self.module(x.to(self.device), **forward_kwargs)
+            return self.module(x.to(self.device, self.dtype), **forward_kwargs)
 
     def forward_with_grad(self, x: torch.Tensor, **forward_kwargs: Any) -> Any:
         """Forward pass that records the graph (for white-box methods), on the model's device."""
         if has_stochastic_training_layers(self.module):
             warn_training_mode(self.module)
         with torch.enable_grad():
-            return self.module(x.to(self.device), **forward_kwargs)
+            return self.module(x.to(self.device, self.dtype), **forward_kwargs)
 
 
 class SklearnModel(Model):
@@ -172,6 +174,15 @@ def module_device(module: nn.Module) -> torch.device:
     """Device of the module's first parameter or buffer (CPU for a module with neither)."""
     first = next(itertools.chain(module.parameters(), module.buffers()), None)
     return torch.device("cpu") if first is None else first.device
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype of the module's first floating parameter or buffer (float32 for a
+    module with none): inputs are cast to it, so float64 and half-precision models run in
+    their own dtype while heatmaps stay float32."""
+    floating = (t for t in itertools.chain(module.parameters(), module.buffers())
+                if t.is_floating_point())
+    return next(floating, torch.empty(0)).dtype
 
 
 def has_stochastic_training_layers(module: nn.Module) -> bool:

@@ -471,3 +471,20 @@ def test_the_caller_s_grad_mode_changes_nothing(name, context):
         inputs = x.clone()  # an inference tensor under inference_mode
         torch.testing.assert_close(run(name, make(name, model, x), inputs, 1), expected)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("name, kind", MODEL_CASES)
+def test_models_run_in_their_own_dtype(name, kind):
+    """A float64 copy of the model gives the float32 result (to float32 rounding); a bfloat16
+    copy runs too (its 8-bit mantissa changes the numbers) and the result is float32."""
+    import copy
+    model, x = data(kind)
+    expected = run(name, make(name, model, x), x, 1)
+    as_double = run(name, make(name, copy.deepcopy(model).double(), x), x, 1)
+    scale = max(expected.abs().max().item(), 1e-12)
+    torch.testing.assert_close(as_double.to(expected.dtype), expected, rtol=1e-4,
+                               atol=1e-4 * scale)
+    as_bfloat16 = run(name, make(name, copy.deepcopy(model).to(torch.bfloat16), x), x, 1)
+    assert as_bfloat16.shape == expected.shape and torch.isfinite(as_bfloat16).all()
+    if isinstance(as_bfloat16, torch.Tensor) and name in EXPLAINERS:
+        assert as_bfloat16.dtype == torch.float32

@@ -26,7 +26,7 @@ from torch import nn
 from ..._imaging import upsample
 from ..._batching import iter_slices
 from ..._scorer import Scorer
-from ...models import module_device
+from ...models import module_device, module_dtype
 from ..base import WhiteBoxExplainer
 
 POOLING_LAYERS = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
@@ -92,7 +92,8 @@ def find_target_layer(model: nn.Module, inputs: torch.Tensor,
             if id(module) in names:
                 stack.enter_context(forward_hook(module, record))
         with torch.no_grad():
-            model(inputs[:1].to(module_device(model)), **(forward_kwargs or {}))
+            model(inputs[:1].to(module_device(model), module_dtype(model)),
+                  **(forward_kwargs or {}))
     if not finished:
         raise ValueError("found no layer with a 4-D output (N, C, h, w) with more than one "
                          "spatial position to build a CAM from; pass target_layer= (a module or "
@@ -161,7 +162,8 @@ class BaseCAM(WhiteBoxExplainer):
                 find_target_layer(self.module, x, first_kwargs)]
         maps = []
         for s in iter_slices(len(x), self.batch_size, self.progress, type(self).__name__):
-            xb, rows = x[s].to(self._model.device), torch.arange(s.start, s.stop)
+            xb = x[s].to(self._model.device, self._model.dtype)
+            rows = torch.arange(s.start, s.stop)
             activations, gradients, scores = self._capture(layer, xb, scorer, rows)
             layer_map = self._layer_map(activations, gradients,
                                         Batch(xb, rows, scorer, scores, layer))
