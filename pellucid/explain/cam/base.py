@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import threading
 from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
@@ -37,8 +38,17 @@ POOLING_LAYERS = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._Ada
 @contextlib.contextmanager
 def forward_hook(module: nn.Module, hook: Callable) -> Iterator[None]:
     """``module.register_forward_hook(hook)`` for the duration of the block; removed even when
-    the block raises."""
-    handle = module.register_forward_hook(hook)
+    the block raises. The hook acts only on the forward passes of the thread that registered
+    it: another thread running the same model meanwhile (a server explaining requests from a
+    thread pool) is neither captured nor ablated."""
+    owner = threading.get_ident()
+
+    def this_thread_only(hooked: nn.Module, inputs: Any, output: Any) -> Any:
+        if threading.get_ident() == owner:
+            return hook(hooked, inputs, output)
+        return None
+
+    handle = module.register_forward_hook(this_thread_only)
     try:
         yield
     finally:
