@@ -26,6 +26,7 @@ import json
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -343,14 +344,43 @@ def resolve(name: Any, module: Any, builtins: dict[str, type], kind: str) -> typ
 
 # -- files ----------------------------------------------------------------------------------
 def read_results(path: Path) -> pd.DataFrame:
-    """The rows already in ``results.csv`` (an empty table if there is none)."""
-    if not path.exists():
+    """The rows already in ``results.csv`` (an empty table if there is none).
+
+    A row is appended in one write ending with a newline, so a write cut short (a kill, a full
+    disk) leaves a last line without one: that torn tail is cut off, with a warning, and its
+    cell is computed again. Any other damaged line raises: rows are never skipped silently."""
+    if not path.exists() or not repair_torn_tail(path):
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    table = pd.read_csv(path, on_bad_lines="skip")
-    if list(table.columns) != RESULT_COLUMNS:
-        raise ValueError(f"{path} has columns {list(table.columns)}, expected {RESULT_COLUMNS};"
-                         " it was not written by this version of pellucid: choose another out")
-    return table
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    if header != RESULT_COLUMNS:
+        raise ValueError(f"{path} has columns {header}, expected {RESULT_COLUMNS}; it was not "
+                         "written by this version of pellucid: choose another out")
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(RESULT_COLUMNS):
+            raise ValueError(f"{path}, line {line}, is damaged ({len(row)} fields instead of "
+                             f"{len(RESULT_COLUMNS)}); delete that line and run again to "
+                             "recompute its cell")
+    return pd.read_csv(path)
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a last line that has no newline (an interrupted append) off ``path``; returns
+    whether a header remains (False: the file held no complete line and is removed)."""
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return True
+    keep = data.rfind(b"\n") + 1
+    warnings.warn(f"{path}: its last line was cut short (an interrupted write); it is removed "
+                  "and its cell will be computed again", RuntimeWarning, stacklevel=3)
+    if keep == 0:
+        path.unlink()
+        return False
+    with path.open("r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:

@@ -1,0 +1,71 @@
+"""No finished result is lost and none is counted twice when a results write is cut short: a
+torn last line (a kill or a full disk in the middle of an append) is cut off and its cell
+computed again; any other damage raises instead of being skipped (issue 20)."""
+import errno
+
+import pandas as pd
+import pytest
+
+import pellucid.benchmark.runner as runner
+from pellucid.benchmark import RESULT_COLUMNS, run_benchmark
+from test_benchmark import make_config
+
+TIMES = ["explain_s_per_sample", "metric_s"]  # wall-clock: differ from run to run
+
+
+def same_results(again: pd.DataFrame, complete: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(again.drop(columns=TIMES), complete.drop(columns=TIMES),
+                                  check_dtype=False)
+
+
+def test_a_torn_last_row_is_cut_off_and_its_cell_computed_again(tmp_path):
+    complete = run_benchmark(make_config(tmp_path / "whole"), progress=False)
+    run_benchmark(make_config(tmp_path / "torn"), progress=False)
+    path = tmp_path / "torn" / "results.csv"
+    path.write_bytes(path.read_bytes()[:-60])  # the last row loses its end
+    with pytest.warns(RuntimeWarning, match="cut short"):
+        again = run_benchmark(make_config(tmp_path / "torn"), progress=False)
+    same_results(again, complete)
+    on_disk = pd.read_csv(path)  # readable again, one row per cell
+    assert len(on_disk) == 6 and on_disk["fingerprint"].is_unique
+
+
+def test_a_full_disk_during_an_append_loses_nothing(tmp_path, monkeypatch):
+    complete = run_benchmark(make_config(tmp_path / "whole"), progress=False)
+    original, calls = runner.append_row, []
+
+    def append_until_the_disk_is_full(path, row):
+        calls.append(row)
+        if len(calls) < 4:
+            return original(path, row)
+        with path.open("a") as f:  # half a line fits, then the disk is full
+            f.write(",".join(str(row[c]) for c in RESULT_COLUMNS)[:25])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner, "append_row", append_until_the_disk_is_full)
+    with pytest.raises(OSError, match="No space left"):
+        run_benchmark(make_config(tmp_path / "full"), progress=False)
+    monkeypatch.setattr(runner, "append_row", original)
+    with pytest.warns(RuntimeWarning, match="cut short"):
+        again = run_benchmark(make_config(tmp_path / "full"), progress=False)
+    same_results(again, complete)
+    assert pd.read_csv(tmp_path / "full" / "results.csv")["fingerprint"].is_unique
+
+
+def test_a_damaged_line_in_the_middle_is_reported_not_skipped(tmp_path):
+    run_benchmark(make_config(tmp_path), progress=False)
+    path = tmp_path / "results.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace(",", ";", 3)
+    path.write_text("".join(lines))
+    with pytest.raises(ValueError, match="line 3, is damaged"):
+        run_benchmark(make_config(tmp_path), progress=False)
+
+
+def test_a_file_holding_only_a_torn_header_starts_over(tmp_path):
+    complete = run_benchmark(make_config(tmp_path / "whole"), progress=False)
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "results.csv").write_text("dataset,mod")
+    with pytest.warns(RuntimeWarning, match="cut short"):
+        again = run_benchmark(make_config(tmp_path / "fresh"), progress=False)
+    same_results(again, complete)
