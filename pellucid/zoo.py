@@ -210,6 +210,8 @@ def get_model(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | None =
         try:
             model.load_state_dict(torch.load(weights_path, weights_only=True))
             info = json.loads(info_path.read_text())
+            if not isinstance(info, dict):
+                raise ValueError(f"{info_path} holds a {type(info).__name__}, not an object")
             return model.eval(), {**info, "path": str(weights_path), "from_cache": True}
         except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
             warnings.warn(f"ignoring unreadable cache file {weights_path} ({error}); retraining")
@@ -221,6 +223,10 @@ def get_model(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | None =
             "train_seconds": round(time.perf_counter() - start, 3),
             **evaluate(model, dataset), "target_layer": spec.target_layer,
             "cache_key": key, "path": str(weights_path)}
-    atomic_write(weights_path, lambda p: torch.save(model.state_dict(), p))
-    atomic_write(info_path, lambda p: p.write_text(json.dumps(info, indent=2)))
+    try:
+        atomic_write(weights_path, lambda p: torch.save(model.state_dict(), p))
+        atomic_write(info_path, lambda p: p.write_text(json.dumps(info, indent=2)))
+    except OSError as error:  # read-only or full cache: the trained model is still good
+        warnings.warn(f"could not cache {name} in {folder} ({error}); it will be trained again "
+                      "next time (set $PELLUCID_CACHE to a writable folder)")
     return model.eval(), {**info, "from_cache": False}

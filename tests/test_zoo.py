@@ -1,5 +1,6 @@
 """Model zoo: accuracy reached, cache hits without training, keys, determinism, no global RNG."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,24 @@ def test_atomic_write_leaves_the_whole_file_or_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / "new" / "other.pt", interrupted)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["scores.npz"]
+
+
+def test_a_cache_file_that_is_json_but_not_an_object_is_retrained(tmp_path):
+    _, info = zoo.get_model("suppressor_linear", cache_dir=tmp_path)
+    json_path = Path(info["path"]).with_suffix(".json")
+    json_path.write_text("[1, 2, 3]")
+    with pytest.warns(UserWarning, match="not an object"):
+        _, again = zoo.get_model("suppressor_linear", cache_dir=tmp_path)
+    assert not again["from_cache"]
+
+
+def test_a_read_only_cache_warns_and_returns_the_trained_model(tmp_path, monkeypatch):
+    import pellucid.zoo as zoo_module
+
+    def read_only(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(zoo_module, "atomic_write", read_only)
+    with pytest.warns(UserWarning, match="could not cache"):
+        model, info = zoo.get_model("suppressor_linear", cache_dir=tmp_path)
+    assert not info["from_cache"] and not model.training
