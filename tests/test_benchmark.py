@@ -346,3 +346,13 @@ def test_report_before_any_result_says_so(tmp_path):
 def test_a_method_name_must_be_a_name_or_a_class():
     with pytest.raises(TypeError, match="name must be a class name or a class, got 3"):
         MethodSpec(3)
+
+
+def test_a_typo_in_params_is_named_before_any_cell_runs(tmp_path):
+    config = make_config(tmp_path, methods=[MethodSpec(CountingExplainer, label="input"),
+                                            MethodSpec("Rise", {"nb_sample": 10})])
+    with pytest.raises(ValueError, match=r"method 'Rise' \(Rise\) has no parameter "
+                                         r"\['nb_sample'\]; 'nb_sample': did you mean "
+                                         r"'nb_samples'\?"):
+        run_benchmark(config, progress=False)
+    assert CountingExplainer.calls == 0 and not (tmp_path / "results.csv").exists()

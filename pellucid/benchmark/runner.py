@@ -21,6 +21,7 @@ per-input scores.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 import os
@@ -87,6 +88,10 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
                for m in config.methods}
     metrics = {m.label: check_metric_class(resolve(m.name, metrics_module, {}, "metric"))
                for m in config.metrics}
+    for kind, specs, classes in (("method", config.methods, methods),
+                                 ("metric", config.metrics, metrics)):
+        for spec in specs:  # a typo fails now, before any cell runs, naming the spec
+            check_param_names(kind, spec.label, classes[spec.label], spec.params)
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark",
                disable=not progress, unit="cell")
@@ -311,6 +316,18 @@ def check_metric_class(metric_class: type) -> type:
                         "Insertion, MuFidelity, Road, PointingGame, ...); run the procedures "
                         "Roar/Kar/ModelRandomization directly")
     return metric_class
+
+
+def check_param_names(kind: str, label: str, cls: type, params: dict[str, Any]) -> None:
+    """Every key of a spec's ``params`` must be a hyperparameter of its class."""
+    accepted = cls._param_names()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        close = {name: difflib.get_close_matches(name, accepted, n=1) for name in unknown}
+        hints = "; ".join(f"{name!r}: did you mean {match[0]!r}?" for name, match in
+                          close.items() if match)
+        raise ValueError(f"{kind} {label!r} ({cls.__name__}) has no parameter {unknown}"
+                         f"{'; ' + hints if hints else ''}; it takes {accepted}")
 
 
 def check_masks(spec: DatasetSpec, prepared: PreparedDataset, metrics: dict[str, type]) -> None:
