@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"pellucid {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # --out is a file, unwritable, or the disk is full
+        print(f"pellucid {args.command}: cannot write the results: {error}; finished cells are "
+              "kept, run the same command again once the output folder is writable",
+              file=sys.stderr)
+        return 1
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -142,3 +142,12 @@ def test_ctrl_c_tells_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("pellucid.benchmark.run_benchmark", interrupted)
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_written_gets_one_line(tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    assert main(["demo", "--quick", "--out", str(a_file), "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("pellucid demo: cannot write the results:")
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
