@@ -69,3 +69,20 @@ def test_a_file_holding_only_a_torn_header_starts_over(tmp_path):
     with pytest.warns(RuntimeWarning, match="cut short"):
         again = run_benchmark(make_config(tmp_path / "fresh"), progress=False)
     same_results(again, complete)
+
+
+@pytest.mark.parametrize("damaged", ["samples-*.pt", "input-*.pt", "input__mean-*.npz"])
+def test_a_damaged_cache_file_is_computed_again(tmp_path, damaged):
+    """Samples, heatmaps or per-input scores damaged outside pellucid (its own writes are
+    atomic): the rerun warns, recomputes what the file held, and gives the same results and
+    a report."""
+    from pellucid.benchmark import write_report
+    complete = run_benchmark(make_config(tmp_path / "whole"), progress=False)
+    config = make_config(tmp_path / "damaged")
+    run_benchmark(config, progress=False)
+    (path,) = (tmp_path / "damaged" / "cache").rglob(damaged)
+    path.write_bytes(b"not what was saved")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        again = run_benchmark(config, progress=False)
+    same_results(again, complete)
+    assert write_report(config).is_file()

@@ -8,8 +8,10 @@ run can be compared again with another test or level without recomputing a heatm
 """
 from __future__ import annotations
 
+import warnings
+import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -42,13 +44,19 @@ class Comparison:
         return dict(zip(self.ranked_methods, map(float, self.friedman.average_ranks)))
 
 
-def cell_scores(cells: list[Cell]) -> dict[str, np.ndarray]:
-    """Per-input scores of every finished cell, by fingerprint."""
+def cell_scores(cells: Iterable[Cell]) -> dict[str, np.ndarray]:
+    """Per-input scores of every finished cell whose scores file can be read, by fingerprint
+    (an unreadable one is left out with a warning: the runner computes that cell again)."""
     scores = {}
     for cell in cells:
-        if cell.scores_path.exists():
+        if not cell.scores_path.exists():
+            continue
+        try:
             with np.load(cell.scores_path) as saved:
                 scores[cell.fingerprint] = saved["scores"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            warnings.warn(f"ignoring unreadable scores file {cell.scores_path} ({error})",
+                          RuntimeWarning, stacklevel=2)
     return scores
 
 

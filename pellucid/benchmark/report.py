@@ -34,8 +34,8 @@ from ..plots import (critical_difference_diagram, method_grid, plot_curves, save
 from .comparison import (Comparison, inputs_to_separate_the_best, not_better_than_random,
                          not_worse_than_best, with_ranking)
 from .config import BenchmarkConfig, load_config
-from .runner import (RESULTS_FILE, Cell, plan_cells, read_results, select_results, slug,
-                     with_statistics)
+from .runner import (RESULTS_FILE, Cell, load_cached, plan_cells, read_results, select_results,
+                     slug, with_statistics)
 
 GRID_IMAGES = 4
 ARROWS = {True: "↑", False: "↓"}
@@ -112,8 +112,8 @@ def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir
              separation_text(results[results["dataset"] == name], cells, comparison.alpha),
              significance_figure(name, comparison, out_dir)]
     method_cells = {c.method.label: c for c in cells if c.heatmaps_path.exists()}
-    heatmaps = {label: torch.load(c.heatmaps_path, weights_only=True)["heatmaps"]
-                for label, c in method_cells.items()}
+    saved = {label: load_cached(c.heatmaps_path) for label, c in method_cells.items()}
+    heatmaps = {label: s["heatmaps"] for label, s in saved.items() if s is not None}
     if heatmaps:
         heatmap_figure = image_grid if samples["inputs"].ndim == 4 else feature_bars
         parts.append(heatmap_figure(name, samples, heatmaps, out_dir))

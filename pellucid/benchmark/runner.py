@@ -25,6 +25,7 @@ import difflib
 import hashlib
 import json
 import os
+import pickle
 import re
 import time
 import warnings
@@ -45,7 +46,7 @@ from .. import metrics as metrics_module
 from .._batching import predict_batched
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
-from .comparison import pairwise_comparisons, with_confidence_intervals
+from .comparison import cell_scores, pairwise_comparisons, with_confidence_intervals
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config
 
 RESULT_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n",
@@ -81,7 +82,8 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_FILE
     finished = read_results(results_path)
-    done = set(finished["fingerprint"])
+    # a cell is done when its row is in the table and its per-input scores can be read
+    done = set(finished["fingerprint"]) & set(cell_scores(plan_cells(config, out_dir)))
     cells = list(plan_cells(config, out_dir))
     todo = [cell for cell in cells if cell.fingerprint not in done]
     methods = {m.label: resolve(m.name, explain_module, BUILTIN_METHODS, "method")
@@ -99,14 +101,17 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
     try:
         for spec in config.datasets:
             dataset_cells = [c for c in cells if c.dataset is spec]
-            if all(c.fingerprint in done and c.heatmaps_path.exists() for c in dataset_cells):
+            if (all(c.fingerprint in done for c in dataset_cells)
+                    and readable(dataset_cells[0].samples_path)
+                    and all(readable(c.heatmaps_path) for c in dataset_cells)):
                 continue
             prepared = prepare_dataset(spec, dataset_cells[0].samples_path, config)
             check_masks(spec, prepared, {c.metric.label: metrics[c.metric.label]
                                          for c in dataset_cells})
             for method in config.methods:
                 method_cells = [c for c in dataset_cells if c.method is method]
-                if all(c.fingerprint in done and c.heatmaps_path.exists() for c in method_cells):
+                if all(c.fingerprint in done for c in method_cells) and readable(
+                        method_cells[0].heatmaps_path):
                     continue
                 heatmaps, seconds = explained(method_cells[0], methods[method.label], prepared,
                                               config.seed)
@@ -223,9 +228,9 @@ class PreparedDataset:
 def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConfig
                     ) -> PreparedDataset:
     """Load the model and pick ``n_samples`` test inputs (seeded); cache them on disk."""
-    model, data = load_model_and_data(spec, config.seed, need_data=not samples_path.exists())
+    saved = load_cached(samples_path)
+    model, data = load_model_and_data(spec, config.seed, need_data=saved is None)
     if data is None:
-        saved = torch.load(samples_path, weights_only=True)
         return PreparedDataset(model, saved["inputs"], saved["targets"], saved["masks"])
     x_test = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
     y_test = torch.as_tensor(np.asarray(data.y_test)).long()
@@ -271,8 +276,8 @@ def load_model_and_data(spec: DatasetSpec, seed: int, need_data: bool) -> tuple[
 def explained(cell: Cell, method_class: type, prepared: PreparedDataset, seed: int
               ) -> tuple[torch.Tensor, float]:
     """Heatmaps of the cell's method (cached on disk) and the explanation seconds per sample."""
-    if cell.heatmaps_path.exists():
-        saved = torch.load(cell.heatmaps_path, weights_only=True)
+    saved = load_cached(cell.heatmaps_path)
+    if saved is not None:
         return saved["heatmaps"], saved["seconds_per_sample"]
     explainer = method_class(prepared.model, **{"seed": seed, "progress": False,
                                                  **cell.method.params})
@@ -360,6 +365,27 @@ def resolve(name: Any, module: Any, builtins: dict[str, type], kind: str) -> typ
 
 
 # -- files ----------------------------------------------------------------------------------
+def load_cached(path: Path) -> dict | None:
+    """A cached ``torch.save`` dict, or ``None`` when it is absent or cannot be read (damaged
+    outside pellucid, whose writes are atomic): a warning says so and it is computed again."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True)
+        if not isinstance(saved, dict):
+            raise ValueError(f"holds a {type(saved).__name__}, not a dict")
+        return saved
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        warnings.warn(f"ignoring unreadable cache file {path} ({error}); computing it again",
+                      RuntimeWarning, stacklevel=2)
+        return None
+
+
+def readable(path: Path) -> bool:
+    """Whether a cache file is there and can be read (the report needs it)."""
+    return load_cached(path) is not None
+
+
 def read_results(path: Path) -> pd.DataFrame:
     """The rows already in ``results.csv`` (an empty table if there is none).
 
