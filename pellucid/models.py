@@ -85,6 +85,10 @@ class TorchModel(Model):
         super().__init__(outputs)
         self.module = module
         self.device = torch.device(device) if device is not None else module_device(module)
+        if module_device(module).type == "meta":
+            raise ValueError(f"{type(module).__name__} is on the meta device: it has shapes but "
+                             "no weights, so it cannot be run; materialise it first "
+                             "(module.to_empty(device='cpu') and load_state_dict)")
         self.dtype = module_dtype(module)
 
     def _raw_scores(self, x: torch.Tensor) -> torch.Tensor:

@@ -117,3 +117,10 @@ def test_inputs_a_custom_model_cannot_take_are_named_after_one_sample():
     with pytest.raises(ValueError, match=r"cannot run on inputs of shape \(5, 7\)"):
         Occlusion(model, progress=False)(torch.randn(5, 7), 0)
     assert passes == [1]
+
+
+def test_a_model_on_the_meta_device_is_refused_when_the_explainer_is_built():
+    with torch.device("meta"):
+        model = torch.nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="on the meta device.*to_empty"):
+        Occlusion(model)
