@@ -86,3 +86,50 @@ def test_a_damaged_cache_file_is_computed_again(tmp_path, damaged):
         again = run_benchmark(config, progress=False)
     same_results(again, complete)
     assert write_report(config).is_file()
+
+
+CHILD = """
+import os, resource, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import pellucid.benchmark.runner as runner
+from test_benchmark import make_config
+mode, out = sys.argv[1], Path(sys.argv[2])
+original, rows = runner.append_row, []
+
+def append_then_fail(path, row):
+    rows.append(row)
+    if len(rows) == 3 and mode == "kill":
+        with path.open("a") as f:  # half of the third row is on disk when the process dies
+            f.write(",".join(str(v) for v in row.values())[:20])
+            f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if len(rows) == 3 and mode == "fsize":  # the file may not grow by more than 20 bytes
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = path.stat().st_size + 20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    return original(path, row)
+
+runner.append_row = append_then_fail
+runner.run_benchmark(make_config(out), progress=False)
+"""
+
+
+@pytest.mark.parametrize("mode", ["kill", "fsize"])
+def test_a_killed_or_size_limited_run_resumes_to_the_same_results(tmp_path, mode):
+    """A real SIGKILL in the middle of a results append, and a real RLIMIT_FSIZE that stops the
+    file growing mid-row (EFBIG): the next run gives the results of an uninterrupted one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    complete = run_benchmark(make_config(tmp_path / "whole"), progress=False)
+    tests = str(Path(__file__).parent)
+    child = subprocess.run([sys.executable, "-c", CHILD.format(tests=tests), mode,
+                            str(tmp_path / "cut")], capture_output=True, text=True, timeout=120)
+    assert child.returncode != 0  # killed, or stopped by the full "disk"
+    if mode == "fsize":
+        assert "File too large" in child.stderr
+    with pytest.warns(RuntimeWarning, match="cut short"):
+        again = run_benchmark(make_config(tmp_path / "cut"), progress=False)
+    same_results(again, complete)
+    assert pd.read_csv(tmp_path / "cut" / "results.csv")["fingerprint"].is_unique
