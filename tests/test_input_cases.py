@@ -124,3 +124,11 @@ def test_a_model_on_the_meta_device_is_refused_when_the_explainer_is_built():
         model = torch.nn.Linear(4, 2)
     with pytest.raises(ValueError, match="on the meta device.*to_empty"):
         Occlusion(model)
+
+
+def test_images_given_to_a_tabular_model_are_named_after_one_sample():
+    model, passes = torch.nn.Sequential(torch.nn.Linear(12, 2)).eval(), []
+    model.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    with pytest.raises(ValueError, match=r"cannot run on inputs of shape \(3, 3, 2, 2\).*mat1"):
+        Saliency(model, progress=False)(torch.rand(3, 3, 2, 2), 0)
+    assert passes == [1]

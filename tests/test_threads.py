@@ -24,7 +24,7 @@ def test_threads_sharing_a_model_and_an_explainer_get_sequential_results(name):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["GradCAM", "ScoreCAM", "AblationCAM", "EigenCAM"])
+@pytest.mark.parametrize("name", [name for name in EXPLAINERS if uses_model(name)])
 def test_a_thread_using_the_model_meanwhile_sees_no_hook(name):
     model, x = data("images")
     with torch.no_grad():
