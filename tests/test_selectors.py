@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from conftest import small_cnn
-from pellucid.explain import GradCAM, IntegratedGradients, Occlusion, Rise, SobolAttribution
+from pellucid.explain import (DeepLift, GradCAM, IntegratedGradients, Occlusion, Rise,
+                              SobolAttribution)
 from pellucid.metrics import Deletion
 from pellucid.selectors import (ClassDifference, ClassScore, OutputElement, RegressionOutput,
                                 SegmentationScore, as_selector)
@@ -175,20 +176,21 @@ def test_class_difference_is_the_difference_of_two_class_scores():
                                rtol=1e-4, atol=1e-6)
 
 
-class TwoHeads(nn.Module):
-    """A model returning a dict, as detection and multi-task models do."""
+class Structured(nn.Module):
+    """``small_cnn`` whose logits come back through ``arrange`` (a dict, a tuple, ...), as
+    detection and multi-task models return them."""
 
-    def __init__(self):
+    def __init__(self, arrange):
         super().__init__()
-        self.body = small_cnn()
+        self.body, self.arrange = small_cnn(), arrange
 
     def forward(self, x):
-        logits = self.body(x)
-        return {"logits": logits, "confidence": logits.max(1).values}
+        return self.arrange(self.body(x))
 
 
 def test_output_element_reads_one_element_of_a_dict_output():
-    model = TwoHeads().eval()
+    model = Structured(lambda logits: {"logits": logits,
+                                       "confidence": logits.max(1).values}).eval()
     body = model.body
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(9))
     explainer = IntegratedGradients(model, steps=16, progress=False)
@@ -208,18 +210,7 @@ def test_output_element_reads_one_element_of_a_dict_output():
 def test_a_tuple_output_is_read_by_every_kind_of_method():
     """Black-box (RISE), gradient (IG) and DeepLIFT passes all read the first element of a
     tuple output, the same as a model returning that element alone."""
-    from pellucid.explain import DeepLift
-
-    class Pair(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = small_cnn()
-
-        def forward(self, x):
-            logits = self.body(x)
-            return logits, 2 * logits
-
-    model = Pair().eval()
+    model = Structured(lambda logits: (logits, 2 * logits)).eval()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(12))
     for make in (lambda m: Rise(m, nb_samples=16, probabilities=False, progress=False),
                  lambda m: IntegratedGradients(m, steps=8, progress=False),
@@ -272,19 +263,9 @@ def test_named_tuples_and_unbatched_elements_in_the_outputs():
     kind of method reads the chosen element; the rest is carried along untouched."""
     from collections import namedtuple
 
-    from pellucid.explain import DeepLift
     Output = namedtuple("Output", "logits aux_loss extra")
 
-    class WithAux(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = small_cnn()
-
-        def forward(self, x):
-            logits = self.body(x)
-            return Output(logits, logits.mean(), None)
-
-    model = WithAux().eval()
+    model = Structured(lambda logits: Output(logits, logits.mean(), None)).eval()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(13))
     for make in (lambda m: Rise(m, nb_samples=16, progress=False),
                  lambda m: IntegratedGradients(m, steps=8, progress=False),
