@@ -54,16 +54,15 @@ class ModelRunner(Configurable):
         self._model = as_model(model, device=device)
 
     @contextlib.contextmanager
-    def _call(self, inputs: Any, targets: Any = None, forward_kwargs: Any = None
-              ) -> Iterator[tuple[torch.Tensor, Scorer]]:
-        """The prelude of every public entry point: yields the validated inputs ``x`` and the
-        :class:`~pellucid._scorer.Scorer` of this call; the model's batch-norm running statistics
-        are put back when the block ends, even on an exception (see :meth:`_running`)."""
-        x = self._validate(inputs)
+    def _call(self, x: torch.Tensor, targets: Any = None, forward_kwargs: Any = None
+              ) -> Iterator[Scorer]:
+        """The prelude of every public entry point, after :meth:`_validate` gave ``x``: yields
+        the :class:`~pellucid._scorer.Scorer` of this call; the model's batch-norm running
+        statistics are put back when the block ends, even on an exception (see
+        :meth:`_running`)."""
         with self._running():
-            scorer = Scorer.bind(self._model, targets, x, probabilities=self.probabilities,
-                                 forward_kwargs=forward_kwargs, batch_size=self.batch_size)
-            yield x, scorer
+            yield Scorer.bind(self._model, targets, x, probabilities=self.probabilities,
+                              forward_kwargs=forward_kwargs, batch_size=self.batch_size)
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:

@@ -33,7 +33,7 @@ class Scorer:
              forward_kwargs: Any, batch_size: int) -> "Scorer":
         """Check ``targets`` (and ``probabilities``) on the first input, then bind the selector
         (a pass over all inputs only where it needs the predictions, e.g. ``targets=None``)."""
-        kwargs = check_forward_kwargs(forward_kwargs, len(x), model)
+        kwargs = check_forward_kwargs(forward_kwargs, model)
         selector = as_selector(targets)
         scorer = cls(model, selector, bool(probabilities), kwargs, len(x))
         first_rows = torch.zeros(1, dtype=torch.long)
@@ -109,7 +109,7 @@ class Scorer:
                              "probabilities=False to use the raw output")
 
 
-def check_forward_kwargs(forward_kwargs: Any, n: int, model: Model) -> dict[str, Any]:
+def check_forward_kwargs(forward_kwargs: Any, model: Model) -> dict[str, Any]:
     """``None`` or a dict of extra forward arguments (a Module only)."""
     if forward_kwargs is None:
         return {}

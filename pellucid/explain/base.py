@@ -44,7 +44,8 @@ class Explainer(ModelRunner):
                     targets: Any, forward_kwargs: Any) -> torch.Tensor:
         """``method(x, scorer)`` in the call's prelude: ``(N, T, ...)`` when the targets are
         multiple, else ``(N, ...)``; float32 on the CPU."""
-        with self._call(inputs, targets, forward_kwargs) as (x, scorer):
+        x = self._validate(inputs)
+        with self._call(x, targets, forward_kwargs) as scorer:
             if self.multi_target:
                 results = method(x, scorer)
             else:

@@ -107,7 +107,7 @@ class ModelMetric(Metric, ModelRunner):
         x = self._validate(inputs)
         h = check_heatmaps(heatmaps, x)
         check_single_target(as_selector(targets), type(self).__name__)
-        with self._call(x, targets, forward_kwargs) as (x, scorer):
+        with self._call(x, targets, forward_kwargs) as scorer:
             check_single_target(scorer, type(self).__name__)
             return self._score(x, h, scorer)
 

@@ -86,7 +86,8 @@ class SobolAttribution(MaskExplainer):
         """Total and first-order indices at grid (or feature) resolution, not upsampled:
         ``(N, grid_size, grid_size)`` or ``(N, F)`` (with a target dimension after ``N`` for
         ``(N, T)`` targets)."""
-        with self._call(inputs, targets, forward_kwargs) as (x, scorer):
+        x = self._validate(inputs)
+        with self._call(x, targets, forward_kwargs) as scorer:
             indices = self._indices(x, scorer)
         if scorer.multiple:
             return indices
