@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._shap_values import as_heatmap_array
+
 BLACK_BOX_METHODS = "Occlusion, Rise or Sobol"
 
 
@@ -150,8 +152,9 @@ def check_class_indices(name: str, values: Any, n: int, size: int,
 
 def check_heatmaps(heatmaps: Any, inputs: torch.Tensor) -> torch.Tensor:
     """Heatmaps ``(N, H, W)`` for images ``(N, C, H, W)`` (``(N, C, H, W)`` is summed over
-    channels), ``(N, F)`` for tabular; finite. Returns float32 CPU."""
-    h = as_float_tensor(heatmaps, "heatmaps").cpu()
+    channels), ``(N, F)`` for tabular; finite; a ``shap.Explanation`` is read as its values
+    (channels-last images summed over channels). Returns float32 CPU."""
+    h = as_float_tensor(as_heatmap_array(heatmaps), "heatmaps").cpu()
     if inputs.ndim == 4:
         if h.ndim == 4 and h.shape == inputs.shape:
             h = h.sum(1)

@@ -7,8 +7,8 @@ from .curves import plot_curves, plot_roar
 from .grid import method_grid
 from .overlay import overlay
 from .significance import cliques, critical_difference_diagram, significance_matrix
-from .tabular import tabular_bars, waterfall
+from .tabular import beeswarm, tabular_bars, waterfall
 
 __all__ = ["overlay", "method_grid", "plot_curves", "plot_roar", "concept_gallery", "top_crops",
-           "tabular_bars", "waterfall", "save_figure", "critical_difference_diagram",
+           "tabular_bars", "waterfall", "beeswarm", "save_figure", "critical_difference_diagram",
            "significance_matrix", "cliques"]

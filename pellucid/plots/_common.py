@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._shap_values import as_heatmap_array
+
 SAVE_FORMATS = (".png", ".svg", ".pdf")
 
 
@@ -28,7 +30,9 @@ def figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figu
 
 
 def to_numpy(value: Any, name: str) -> np.ndarray:
-    """A float numpy copy of a tensor, array or sequence."""
+    """A float numpy copy of a tensor, array or sequence (of a ``shap.Explanation``: its
+    values, channels-last images summed over channels)."""
+    value = as_heatmap_array(value)
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     try:

@@ -1,4 +1,6 @@
-"""Tabular attributions: sorted bar chart, and shap's waterfall plot wrapped to return a Figure."""
+"""Tabular attributions: sorted bar chart, and shap's waterfall and beeswarm plots wrapped to
+return a Figure. Each takes pellucid's arrays or a ``shap.Explanation`` (whose feature names,
+base value and feature values are used unless given)."""
 from __future__ import annotations
 
 import warnings
@@ -8,6 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._shap_values import is_explanation
 from ._common import figure_and_axes, to_numpy
 
 
@@ -27,6 +30,7 @@ def tabular_bars(attributions: Any, feature_names: Sequence[str] | None = None, 
     ``(N, F)``: a global view, the mean absolute attribution over the N samples with +-1 std
     error bars. ``top_k`` keeps the most important features (``None``: all).
     """
+    feature_names = _explanation_field(attributions, "feature_names", feature_names)
     values = to_numpy(attributions, "attributions")
     if values.ndim not in (1, 2) or values.shape[-1] == 0:
         raise ValueError(f"attributions must be (F,) or (N, F), got shape {values.shape}")
@@ -51,21 +55,46 @@ def tabular_bars(attributions: Any, feature_names: Sequence[str] | None = None, 
     return figure
 
 
-def waterfall(attributions: Any, feature_names: Sequence[str] | None = None, *,
-              base_value: float = 0.0, feature_values: Any = None, max_display: int = 10,
-              title: str | None = None) -> Figure:
-    """shap's waterfall plot of one explanation ``(F,)``: from ``base_value`` (the expected
-    model output) to ``base_value + sum(attributions)``, one step per feature.
+def _explanation_field(attributions: Any, field: str, given: Any) -> Any:
+    """``given``, else the field of a ``shap.Explanation`` (``None`` for plain arrays)."""
+    if given is not None or not is_explanation(attributions):
+        return given
+    return getattr(attributions, field, None)
 
-    Drawn by ``shap.plots.waterfall`` on a fresh figure that is then detached from pyplot, so
-    nothing is left open and the Figure is returned (shap draws on the current figure, hence
-    no ``ax=``).
-    """
+
+def _shap_plot(draw: Any, title: str | None) -> Figure:
+    """Run a shap plotting function on a fresh figure that is then detached from pyplot, so
+    nothing is left open (shap draws on the current figure, hence no ``ax=``)."""
     import matplotlib.pyplot as plt
+    before = set(plt.get_fignums())
+    figure = plt.figure()
+    try:
+        draw()
+        if title is not None:
+            figure.axes[0].set_title(title)
+    finally:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+    return figure
+
+
+def _shap() -> Any:
     with warnings.catch_warnings():  # shap's colormap set-up warns under recent matplotlib
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         import shap
+    return shap
 
+
+def waterfall(attributions: Any, feature_names: Sequence[str] | None = None, *,
+              base_value: float | None = None, feature_values: Any = None,
+              max_display: int = 10, title: str | None = None) -> Figure:
+    """shap's waterfall plot of one explanation ``(F,)``: from ``base_value`` (the expected
+    model output; default 0) to ``base_value + sum(attributions)``, one step per feature.
+    Drawn by ``shap.plots.waterfall``.
+    """
+    feature_names = _explanation_field(attributions, "feature_names", feature_names)
+    feature_values = _explanation_field(attributions, "data", feature_values)
+    base_value = _explanation_field(attributions, "base_values", base_value)
     values = to_numpy(attributions, "attributions")
     if values.ndim != 1:
         raise ValueError(f"waterfall shows one explanation: attributions must be (F,), "
@@ -73,15 +102,32 @@ def waterfall(attributions: Any, feature_names: Sequence[str] | None = None, *,
     data = None if feature_values is None else to_numpy(feature_values, "feature_values")
     if data is not None and data.shape != values.shape:
         raise ValueError(f"feature_values must have shape {values.shape}, got {data.shape}")
-    explanation = shap.Explanation(values=values, base_values=float(base_value), data=data,
+    shap = _shap()
+    explanation = shap.Explanation(values=values, data=data,
+                                   base_values=float(0.0 if base_value is None else base_value),
                                    feature_names=_names(feature_names, len(values)))
-    before = set(plt.get_fignums())
-    figure = plt.figure()
-    try:
-        shap.plots.waterfall(explanation, max_display=max_display, show=False)
-        if title is not None:
-            figure.axes[0].set_title(title)
-    finally:
-        for number in set(plt.get_fignums()) - before:
-            plt.close(number)
-    return figure
+    return _shap_plot(lambda: shap.plots.waterfall(explanation, max_display=max_display,
+                                                   show=False), title)
+
+
+def beeswarm(attributions: Any, feature_values: Any = None,
+             feature_names: Sequence[str] | None = None, *, max_display: int = 10,
+             title: str | None = None) -> Figure:
+    """shap's beeswarm summary of a tabular data set's explanations ``(N, F)``: one row per
+    feature (the most important on top, by mean absolute attribution), one dot per sample at
+    its attribution, coloured by the feature's value when ``feature_values`` ``(N, F)`` are
+    given. Drawn by ``shap.plots.beeswarm``."""
+    feature_names = _explanation_field(attributions, "feature_names", feature_names)
+    feature_values = _explanation_field(attributions, "data", feature_values)
+    values = to_numpy(attributions, "attributions")
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"beeswarm summarises a data set: attributions must be (N, F), "
+                         f"got shape {values.shape}")
+    data = None if feature_values is None else to_numpy(feature_values, "feature_values")
+    if data is not None and data.shape != values.shape:
+        raise ValueError(f"feature_values must have shape {values.shape}, got {data.shape}")
+    shap = _shap()
+    explanation = shap.Explanation(values=values, data=data,
+                                   feature_names=_names(feature_names, values.shape[1]))
+    return _shap_plot(lambda: shap.plots.beeswarm(explanation, max_display=max_display,
+                                                  show=False, plot_size=None), title)
