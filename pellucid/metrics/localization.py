@@ -4,18 +4,21 @@ They need no model: ``metric(inputs, heatmaps, masks=masks)`` with heatmaps ``(N
 (``(N, C, H, W)`` is summed over channels) and ground-truth masks of the heatmaps' shape
 ``(N, H, W)`` (bool or numbers, any non-zero value is inside);
 RelevanceMass and RelevanceRankAccuracy also take tabular ``(N, F)`` heatmaps with ``(N, F)``
-masks of the truly relevant features. A sample with an empty mask scores NaN (left out of
-``mean``). Higher is better for all three.
+masks of the truly relevant features (or true attributions: their non-zero support). A sample
+with an empty mask scores NaN (left out of ``mean``). Higher is better for all.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._scoring import descending_ranks
 from .base import Metric, MetricResult
+from .ground_truth import check_k
 
 
 class LocalizationMetric(Metric):
@@ -109,3 +112,82 @@ class RelevanceRankAccuracy(LocalizationMetric):
         size = flat_masks.sum(1)
         top = descending_ranks(flat_heatmaps) < size[:, None]
         return (top & flat_masks).sum(1).double() / size.clamp(min=1)
+
+
+class LocalizationAUC(LocalizationMetric):
+    """Area under the ROC curve of the heatmap used as a score that separates the mask's pixels
+    (positives) from the others (Fawcett, 2006; as Quantus ``AUC``):
+    ``sklearn.metrics.roc_auc_score(mask, h)``, the probability that a random pixel inside
+    outranks a random pixel outside (ties count one half). 0.5 is chance, 1 a perfect map; NaN
+    for an empty or a full mask."""
+
+    name = "localization_auc"
+
+    def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks):
+        from sklearn.metrics import roc_auc_score
+        scores = [roc_auc_score(m, h) if 0 < m.sum() < len(m) else float("nan")
+                  for h, m in zip(flat_heatmaps.numpy(), flat_masks.numpy())]
+        return torch.tensor(scores, dtype=torch.float64)
+
+
+class TopKIntersection(LocalizationMetric):
+    """Top-k intersection (Theiner, Müller-Budack & Ewerth, 2022, "Interpretable Semantic
+    Photo Geolocation"; as Quantus ``TopKIntersection``): the fraction of the ``k``
+    highest-ranked pixels that lie inside the mask (ties keep row-major order).
+
+    Parameters:
+        k: pixels (features): an int, or a fraction in (0, 1) of them (default 0.1, rounded,
+            at least 1).
+    """
+
+    name = "top_k_intersection"
+
+    def __init__(self, *, k: int | float = 0.1):
+        self.k = check_k(k)
+
+    def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks):
+        size = flat_heatmaps.shape[1]
+        k = min(size, self.k if isinstance(self.k, int) else max(1, round(self.k * size)))
+        top = descending_ranks(flat_heatmaps) < k
+        return (top & flat_masks).sum(1).double() / k
+
+
+class Focus(LocalizationMetric):
+    """Focus (Arias-Duart, Parés, Garcia-Gasulla & Giménez-Ábalos, 2022, "Focus! Rating XAI
+    Methods and Finding Biases"): on a mosaic of 2 x 2 images, of which some show the target
+    class, the share of the positive relevance that falls in the target's quadrants,
+    ``sum_{target quadrants} max(R, 0) / sum max(R, 0)``; NaN when a map has no positive value.
+    Higher is better.
+
+    Mosaic convention: quadrants are split at row ``H // 2`` and column ``W // 2``; a quadrant
+    belongs to the target when the mask touches it (so the mask may be the quadrants themselves,
+    see :func:`quadrant_masks`, or the target object's own region).
+    """
+
+    name = "focus"
+    input_kinds = ("images",)
+
+    def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks):
+        _, height, width = heatmaps.shape
+        rows, cols = torch.arange(height) >= height // 2, torch.arange(width) >= width // 2
+        quadrant = (rows[:, None].long() * 2 + cols[None, :].long()).reshape(-1)  # (H * W,)
+        touched = torch.zeros(len(masks), 4, dtype=torch.bool).index_put_(
+            (torch.nonzero(flat_masks, as_tuple=True)[0],
+             quadrant[torch.nonzero(flat_masks, as_tuple=True)[1]]), torch.tensor(True))
+        inside = touched[:, quadrant]
+        positive = flat_heatmaps.clamp(min=0)
+        total = positive.sum(1)
+        return torch.where(total > 0, (positive * inside).sum(1) / total.clamp(min=1e-300),
+                           torch.full_like(total, float("nan")))
+
+
+def quadrant_masks(quadrants: Any, height: int, width: int) -> torch.Tensor:
+    """``(N, H, W)`` masks of a 2 x 2 mosaic from ``(N, 4)`` booleans (top-left, top-right,
+    bottom-left, bottom-right: which quadrants show the target class), for :class:`Focus`."""
+    q = torch.as_tensor(np.asarray(quadrants), dtype=torch.bool)
+    if q.ndim != 2 or q.shape[1] != 4:
+        raise ValueError(f"quadrants must be (N, 4) booleans (top-left, top-right, bottom-left, "
+                         f"bottom-right); got shape {tuple(q.shape)}")
+    rows, cols = torch.arange(height) >= height // 2, torch.arange(width) >= width // 2
+    quadrant = rows[:, None].long() * 2 + cols[None, :].long()
+    return q[:, quadrant]
