@@ -6,8 +6,10 @@ produced::
     result = metric(inputs, heatmaps, targets=None, *, masks=None)     # -> MetricResult
 
 and declares in ``requires`` what it needs besides inputs and heatmaps: ``"model"`` (given to
-``__init__``; the metric runs it on perturbed inputs) and ``"masks"`` (ground-truth masks, given
-per call). The benchmark reads that declaration. Inputs are ``(N, C, H, W)`` or ``(N, F)``;
+``__init__``; the metric runs it on perturbed inputs), ``"explainer"`` (given to ``__init__``;
+robustness metrics re-explain perturbed inputs with it) and ``"masks"`` (ground truth given per
+call: masks, or true attributions for the agreement metrics). The benchmark reads that
+declaration. Inputs are ``(N, C, H, W)`` or ``(N, F)``;
 heatmaps ``(N, H, W)`` (or ``(N, C, H, W)``, summed over channels) or ``(N, F)``; ``targets``
 as for explainers (:mod:`pellucid.selectors`), one target per input. Everything is checked
 before any expensive work.
