@@ -441,11 +441,36 @@ def test_mode_is_removed_when_the_forward_raises():
     assert torch.equal(grad, torch.tensor([0.0, 1.0]))
 
 
-def test_softmax_inside_the_model_warns():
+@pytest.mark.parametrize("rule", RULES)
+def test_probabilities_sum_to_their_difference(rule):
+    """Softmax has a rule (composites.softmax): a model returning probabilities conserves."""
     model = nn.Sequential(nn.Linear(6, 3), nn.Softmax(dim=1)).eval()
+    x, baseline = make_data("mlp")
+    targets = torch.tensor([0, 1, 2, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        heatmaps = DeepLift(model, baseline=baseline, rule=rule, progress=False)(x, targets)
+    assert relative_errors(heatmaps.sum(1), target_delta(model, x, baseline, targets)) < 1e-4
+
+
+def test_attention_without_a_rule_warns():
+    """nn.MultiheadAttention with add_zero_attn has no rule: differentiated, with a warning."""
+
+    class ZeroAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(2, 1, add_zero_attn=True, batch_first=True)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            tokens = x.view(len(x), 3, 2)
+            return self.fc(self.attention(tokens, tokens, tokens)[0].flatten(1))
+
+    torch.manual_seed(0)
     x, _ = make_data("mlp")
-    with pytest.warns(UserWarning, match="no rule for softmax"):
-        DeepLift(model, progress=False)(x, 0)
+    with pytest.warns(UserWarning, match="no rule for multi_head_attention_forward with "
+                                         "add_zero_attn"):
+        DeepLift(ZeroAttention().eval(), progress=False)(x, 0)
 
 
 def test_bad_arguments_are_reported():

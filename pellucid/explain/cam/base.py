@@ -29,6 +29,7 @@ from ..._batching import iter_slices
 from ..._scorer import Scorer
 from ...models import module_device, module_dtype
 from ..base import WhiteBoxExplainer
+from .reshape import channels_last_reshape
 
 POOLING_LAYERS = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                   nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
@@ -79,23 +80,38 @@ def resolve_target_layer(model: nn.Module, target_layer: Any) -> nn.Module | Non
 
 def find_target_layer(model: nn.Module, inputs: torch.Tensor,
                       forward_kwargs: dict[str, Any] | None = None) -> str:
-    """Dotted name of the layer a CAM uses when ``target_layer=None``.
+    """Dotted name of the layer a CAM uses when ``target_layer=None`` (see
+    :func:`choose_target_layer`)."""
+    return choose_target_layer(model, inputs, forward_kwargs)[0]
+
+
+def choose_target_layer(model: nn.Module, inputs: torch.Tensor,
+                        forward_kwargs: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """``(dotted name, channels_last)`` of the layer a CAM uses when ``target_layer=None``.
 
     A probe forward pass on ``inputs[:1]`` records, with temporary forward hooks on every
     submodule, the order in which modules finish and their output shapes. The choice is the last
-    module to finish whose output is 4-D ``(N, C, h, w)`` with more than one spatial position and
+    module to finish whose output is a 4-D feature map with more than one spatial position and
     which is not a pooling layer: the output of the last convolutional stage, before global
     pooling. For ``conv -> ReLU -> pool -> linear`` that is the ReLU (the rectified feature maps
     of the last convolution); for a ResNet ``layer4`` (its last residual block), for a VGG
     ``features``. Token models (ViT) need an explicit ``target_layer`` and ``reshape``.
+
+    A 4-D output is read as channels-last ``(N, h, w, C)`` (Swin stages, ConvNeXt blocks inside,
+    timm's Swin final norm) when :func:`is_channels_last` says so; the CAM then maps it with
+    :func:`~pellucid.explain.cam.reshape.channels_last_reshape`.
     """
     names = {id(module): name for name, module in model.named_modules() if name}
-    finished: list[str] = []
+    finished: list[tuple[str, bool]] = []
+    grid = tuple(inputs.shape[2:])
 
     def record(module, _inputs, output):
-        if (torch.is_tensor(output) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1
-                and not isinstance(module, POOLING_LAYERS)):
-            finished.append(names[id(module)])
+        if not torch.is_tensor(output) or output.ndim != 4 or isinstance(module, POOLING_LAYERS):
+            return
+        last = is_channels_last(module, tuple(output.shape), grid)
+        spatial = output.shape[1:3] if last else output.shape[2:]
+        if spatial[0] * spatial[1] > 1:
+            finished.append((names[id(module)], last))
 
     with contextlib.ExitStack() as stack:
         for module in model.modules():
@@ -110,6 +126,25 @@ def find_target_layer(model: nn.Module, inputs: torch.Tensor,
                          "dotted name), and for token activations (N, tokens, C) also "
                          "reshape=vit_reshape(height, width)")
     return finished[-1]
+
+
+def is_channels_last(module: nn.Module, shape: tuple[int, ...], grid: tuple[int, ...]) -> bool:
+    """Whether a 4-D output ``shape`` is ``(N, h, w, C)`` for inputs of spatial size ``grid``:
+    when ``(h, w)`` of that reading is a downscaled grid of the input (same aspect ratio, not
+    larger) and the ``(N, C, h, w)`` reading is not; when both readings are, when the module
+    acts on the last dimension (``LayerNorm``, ``Linear``)."""
+    def is_grid(h: int, w: int) -> bool:
+        return len(grid) == 2 and h <= grid[0] and w <= grid[1] and h * grid[1] == w * grid[0]
+
+    first, last = is_grid(*shape[2:]), is_grid(*shape[1:3])
+    if first and last:
+        return isinstance(module, (nn.LayerNorm, nn.Linear))
+    return last
+
+
+_AUTOMATIC_RESHAPE = threading.local()
+"""Per thread, ``id(CAM) -> reshape`` of the channels-last layer chosen automatically for the
+call in progress (a call-local setting that the variants' ``_to_maps`` calls see)."""
 
 
 class Batch(NamedTuple):
@@ -168,8 +203,19 @@ class BaseCAM(WhiteBoxExplainer):
         layer = self._layer
         if layer is None:
             first_kwargs = scorer.kwargs_for(torch.zeros(1, dtype=torch.long))
-            layer = dict(self.module.named_modules())[
-                find_target_layer(self.module, x, first_kwargs)]
+            name, channels_last = choose_target_layer(self.module, x, first_kwargs)
+            layer = dict(self.module.named_modules())[name]
+            if channels_last:
+                _AUTOMATIC_RESHAPE.by_explainer = {
+                    **getattr(_AUTOMATIC_RESHAPE, "by_explainer", {}),
+                    id(self): channels_last_reshape}
+                try:
+                    return self._explain_layer(layer, x, scorer)
+                finally:
+                    del _AUTOMATIC_RESHAPE.by_explainer[id(self)]
+        return self._explain_layer(layer, x, scorer)
+
+    def _explain_layer(self, layer: nn.Module, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         maps = []
         for s in iter_slices(len(x), self.batch_size, self.progress, type(self).__name__):
             xb = x[s].to(self._model.device, self._model.dtype)
@@ -214,7 +260,9 @@ class BaseCAM(WhiteBoxExplainer):
 
     def _to_maps(self, tensor: torch.Tensor) -> torch.Tensor:
         """The layer's output (or a tensor laid out like it) as ``(B, C, h, w)``."""
-        maps = self.reshape(tensor) if self.reshape is not None else tensor
+        reshape = self.reshape if self.reshape is not None else getattr(
+            _AUTOMATIC_RESHAPE, "by_explainer", {}).get(id(self))
+        maps = reshape(tensor) if reshape is not None else tensor
         if not torch.is_tensor(maps) or maps.ndim != 4:
             shape = tuple(maps.shape) if torch.is_tensor(maps) else type(maps).__name__
             hint = ("" if self.reshape is not None else

@@ -1,4 +1,5 @@
-"""Token activations ``(N, tokens, C)`` as CAM feature maps ``(N, C, h, w)``."""
+"""Layer outputs as CAM feature maps ``(N, C, h, w)``: token activations ``(N, tokens, C)``
+(``vit_reshape``) and channels-last maps ``(N, h, w, C)`` (``channels_last_reshape``)."""
 from __future__ import annotations
 
 import torch
@@ -30,3 +31,13 @@ class vit_reshape:  # noqa: N801 (used like a function: reshape=vit_reshape(14, 
     def __repr__(self) -> str:
         return (f"vit_reshape(height={self.height}, width={self.width}, "
                 f"drop_class_token={self.drop_class_token})")
+
+
+def channels_last_reshape(maps: torch.Tensor) -> torch.Tensor:
+    """``(N, h, w, C) -> (N, C, h, w)``, for the channels-last outputs of Swin stages or of the
+    inside of ConvNeXt blocks: ``reshape=channels_last_reshape``. The automatic layer choice
+    applies it by itself to a channels-last layer it picks."""
+    if maps.ndim != 4:
+        raise ValueError(f"channels_last_reshape expects channels-last maps (N, h, w, C); got "
+                         f"shape {tuple(maps.shape)}")
+    return maps.permute(0, 3, 1, 2)

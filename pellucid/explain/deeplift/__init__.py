@@ -12,17 +12,41 @@ every nonlinearity's derivative is replaced by a ratio of differences:
   for ``dy-``; linear layers split ``w_i dx_i`` by sign (Sec. 3.5.1) and propagate the two
   multipliers separately (details in ``layouts``).
 
-Linear operations (Linear, Conv, eval-mode BatchNorm, average pooling, additions, reshapes)
-keep their gradient, which is the linear rule. Max pooling uses Captum's rule (the difference of
-the window maxima is sent to the arg-max of the input and of the reference), which keeps the sum
-exact; at ties (a window of ReLU zeros) the arg-max is torch's, as for the gradient. Every rule
-here satisfies summation-to-delta: ``sum_i C_i = f(x) - f(x0)`` for the target logit.
-The elementwise nonlinearities with a rule are listed in ``mode.ELEMENTWISE`` (ReLU,
-ReLU6, LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Mish, Softplus, sigmoid, tanh, hard variants,
-clamp). Operations without a rule are differentiated as they are and the sum is then only
-approximate: softmax, layer/group norm (these warn), products of activations, and anything that
-reuses indices computed from the input (``max_unpool`` fed with a pooling's indices). Explain a
-model that returns logits.
+Which operation gets which rule (each keeps summation-to-delta, ``sum_i C_i = f(x) - f(x0)``
+for the target score, exactly unless said otherwise):
+
+- linear operations (Linear, Conv incl. depthwise, eval-mode BatchNorm, average pooling,
+  additions, concatenation, reshapes, ``permute``, ``torch.roll``, layer scale, stochastic
+  depth in eval, products and matmuls with a weight): their gradient, which is the linear rule;
+- elementwise nonlinearities, listed in ``mode.ELEMENTWISE`` (ReLU, ReLU6, LeakyReLU, ELU,
+  SELU, CELU, GELU, SiLU, Mish, Softplus, sigmoid, tanh, hard variants incl. hardswish, clamp,
+  exp, log, sqrt, rsqrt, reciprocal, square, pow, erf, abs): Rescale or RevealCancel;
+- max pooling: Captum's rule (the difference of the window maxima is sent to the arg-max of the
+  input and of the reference; at ties the arg-max is torch's, as for the gradient);
+- products of two input-dependent tensors (``*``, ``@``, ``matmul``, ``bmm``, two-operand
+  ``einsum`` with the batch first; SE gating, attention's ``q k^T`` and ``A v``): the product
+  rule ``d(ab) = a_mean db + b_mean da`` with ``a_mean = (a + a0) / 2`` (``rules.bilinear``);
+  a division by one is a product with its reciprocal;
+- LayerNorm, GroupNorm, InstanceNorm (batch statistics), RMSNorm, softmax, log-softmax,
+  ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``: written as compositions
+  of the three rules above (``composites``), so exact as well;
+- ``F.normalize``, vector norms, ``logsumexp``, ``F.local_response_norm``: the fallback for
+  operations without a closed rule, the operation's Jacobian averaged along the segment from
+  the reference to the input (16-node Gauss-Legendre; ``rules.averaged_jacobian``): exact up to
+  the quadrature error (4e-7 relative measured in the tests), not at kinks or singularities.
+
+With RevealCancel, the last three groups use the Rescale-style rule on ``(x, x0)`` and split
+their output difference by sign again (``layouts.RevealCancelLayout``). Operations not listed
+are differentiated as they are and the sum is then only approximate: ``max``/``amax``
+reductions, sorting, anything that reuses indices computed from the input (``max_unpool`` fed
+with a pooling's indices), attention with dropout, ``nn.MultiheadAttention`` with ``bias_k``,
+``add_zero_attn`` or static keys (these warn).
+
+An operand is taken as input-dependent when it was computed with gradients (not a leaf such as a
+parameter) and its first dimension is a multiple of the stacked rows (Swin's windows, attention
+heads): a parameter-derived tensor laid out like that would be mistaken for one. float16 and
+bfloat16 models are explained through a float32 copy (``base.full_precision``); float64 models
+run in float64.
 
 Heatmaps: ``C`` summed over channels for images ``(N, H, W)`` (so a heatmap still sums to
 ``f(x) - f(x0)``), ``C`` itself for tabular inputs ``(N, F)``.
@@ -48,6 +72,7 @@ Here the rules live in the autograd graph instead:
    ordinary linear node.
 3. One ``torch.autograd.grad`` of the target score w.r.t. ``x - x0`` then yields the multipliers.
 Nothing of the model (parameters, hooks, modes, ``requires_grad``) is changed. The model must
-keep the batch as the first dimension of its activations (the stacked rows are told apart by it)
+keep the batch as the first dimension of its activations, or of their windows and heads (the
+stacked rows are told apart by it; ``nn.MultiheadAttention``'s sequence-first layout is handled)
 and be in eval mode (batch statistics would mix inputs and references; a warning says so).
 """

@@ -55,6 +55,12 @@ class Layout:
         """``call(input, weight, bias)``: a linear or convolution layer."""
         return call(x, weight, bias)
 
+    def pairwise(self, fn: Callable, *tensors: torch.Tensor) -> Any:
+        """``fn(*pairs)`` for a rule written on ``[x ; x0]`` stacks (``composites``, products,
+        the averaged-Jacobian fallback); ``fn`` returns a tensor or a tuple of tensors and
+        ``None``."""
+        raise NotImplementedError
+
 
 class RescaleLayout(Layout):
     """``[x ; x0]``. Linear operations keep their gradient; nonlinearities use the Rescale rule."""
@@ -70,6 +76,9 @@ class RescaleLayout(Layout):
     def max_pool(self, x, pool):
         return RescaleMaxPool.apply(x, pool)
 
+    def pairwise(self, fn, *tensors):
+        return fn(*tensors)
+
 
 class RevealCancelLayout(Layout):
     """``[x0 ; x ; x0 + p ; x0 + n]``: the reference, the input, and the reference plus the
@@ -82,7 +91,9 @@ class RevealCancelLayout(Layout):
       positive (paper Sec. 3.5.1: ``dy+ = sum 1{w_i dx_i > 0} w_i dx_i``);
     - a nonlinearity outputs its RevealCancel parts ``dy_pos, dy_neg`` (Sec. 3.5.3);
     - max pooling gets the Rescale-style rule of :class:`RescaleMaxPool` on ``(x, x0)`` (the paper
-      gives no RevealCancel rule for it) and its output difference is split by sign;
+      gives no RevealCancel rule for it) and its output difference is split by sign; so do the
+      rules written on pairs (normalisations, softmax, products of two input-dependent
+      tensors, attention, the averaged-Jacobian fallback: ``pairwise``);
     - other linear operations (eval-mode batch norm, additions, average pooling, reshapes) carry
       the two parts as they are, as the reference code does for batch norm. A negative factor
       turns the positive part negative, which changes nothing: the RevealCancel formulas are
@@ -105,8 +116,21 @@ class RevealCancelLayout(Layout):
         return RevealCancelElementwise.apply(x, fn)
 
     def max_pool(self, x, pool):
-        x0, x1, _, _ = x.chunk(4)
-        y1, y0 = RescaleMaxPool.apply(torch.cat([x1, x0]), pool).chunk(2)
+        return self.pairwise(lambda pair: RescaleMaxPool.apply(pair, pool), x)
+
+    def pairwise(self, fn, *tensors):
+        pairs = []
+        for tensor in tensors:
+            x0, x1, _, _ = tensor.chunk(4)
+            pairs.append(torch.cat([x1, x0]))
+        out = fn(*pairs)
+        if isinstance(out, tuple):
+            return tuple(None if y is None else self._split(y) for y in out)
+        return self._split(out)
+
+    @staticmethod
+    def _split(out: torch.Tensor) -> torch.Tensor:
+        y1, y0 = out.chunk(2)
         return _restack(y0, y1, *sign_split(y1 - y0))
 
     def weighted(self, call, x, weight, bias):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy.polynomial.legendre
 import torch
 
 EPS = 1e-10
@@ -34,7 +35,7 @@ def derivative(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> t
 def ratio(numerator: torch.Tensor, delta: torch.Tensor,
           limit: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``numerator / delta`` where ``|delta| > EPS``, else ``limit()`` (computed only if needed)."""
-    small = delta.abs() <= EPS
+    small = ~(delta.abs() > EPS)  # also where delta is NaN: -inf in both rows (a masked logit)
     out = numerator / torch.where(small, torch.ones_like(delta), delta)
     if small.any():
         out = torch.where(small, limit(), out)
@@ -135,3 +136,40 @@ def unpool(values: torch.Tensor, indices: torch.Tensor, shape: torch.Size) -> to
     out = values.new_zeros(shape).flatten(2)
     out.scatter_add_(2, indices.flatten(2), values.flatten(2))
     return out.view(shape)
+
+
+def pair_mean(t: torch.Tensor) -> torch.Tensor:
+    """``[(x + x0) / 2 ; (x + x0) / 2]`` of ``[x ; x0]``, detached."""
+    t = t.detach()
+    half = 0.5 * sum(t.chunk(2))
+    return torch.cat([half, half])
+
+
+def with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the gradient of ``surrogate`` in the backward pass."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def bilinear(op: Callable, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Product rule on ``[x ; x0]`` for an operation ``op`` linear in each of two inputs
+    (``*``, ``@``, ``einsum``): ``op(a, b) - op(a0, b0) = op(da, b_mean) + op(a_mean, db)`` with
+    ``a_mean = (a + a0) / 2``, exactly; so the multipliers are those of ``op(., b_mean)`` for
+    ``a`` and ``op(a_mean, .)`` for ``b`` (the Shapley value of the two-player product)."""
+    return with_gradient_of(op(a, b), op(a, pair_mean(b)) + op(pair_mean(a), b))
+
+
+LEGENDRE_NODES = 16
+
+
+def averaged_jacobian(fn: Callable, x: torch.Tensor) -> torch.Tensor:
+    """Fallback on ``[x ; x0]`` for an operation without a closed rule: the multipliers are the
+    Jacobian of ``fn`` averaged along the segment from ``x0`` to ``x`` (integrated gradients of
+    the operation alone), by Gauss-Legendre quadrature with ``LEGENDRE_NODES`` nodes, so
+    ``m . dx = fn(x) - fn(x0)`` up to the quadrature error (exact for polynomials of degree 31
+    along the segment, tiny for smooth operations, not for kinks or singularities)."""
+    nodes, weights = numpy.polynomial.legendre.leggauss(LEGENDRE_NODES)
+    x1, x0 = x.chunk(2)
+    x0 = x0.detach()
+    surrogate = sum(float(w / t) * fn(x0 + float(t) * (x1 - x0))
+                    for t, w in zip(0.5 * (nodes + 1), 0.5 * weights))
+    return with_gradient_of(fn(x), torch.cat([surrogate, torch.zeros_like(surrogate)]))
