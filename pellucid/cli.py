@@ -36,7 +36,9 @@ Models are cached in ~/.cache/pellucid (or $PELLUCID_CACHE)."""
 BENCHMARK_HELP = """\
 Run the datasets x methods x metrics described in a TOML file (see examples/benchmark.toml),
 write results.csv row by row and an HTML report. Interrupt it at any time (Ctrl-C): running the
-same command again resumes and never recomputes a finished cell."""
+same command again resumes and never recomputes a finished cell. --executor ray runs the cells as
+Ray tasks, on a local Ray instance or (--address) a cluster: the same results, and either
+executor resumes the other's run."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one dataset, fewer images and random draws (a few seconds)")
     demo.add_argument("--no-progress", dest="progress", action="store_false",
                       help="hide the progress bar")
+    add_executor_options(demo)
     demo.set_defaults(run=run_demo)
 
     bench = commands.add_parser(
@@ -66,8 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output folder (default: `out` in the config file)")
     bench.add_argument("--no-progress", dest="progress", action="store_false",
                        help="hide the progress bar")
+    add_executor_options(bench)
     bench.set_defaults(run=run_config)
     return parser
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "executor", "where the cells run (pip install 'pellucid[ray]' for Ray)")
+    group.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: in this process (default); ray: as Ray tasks")
+    group.add_argument("--address", default=None, metavar="ADDR",
+                       help="join the Ray cluster at ADDR ('auto', or ray://HOST:10001) "
+                            "instead of starting a local Ray instance")
+    group.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                       help="CPUs of the local Ray instance (default: all)")
+    group.add_argument("--num-gpus", type=float, default=None, metavar="G",
+                       help="GPUs of the local Ray instance (default: all)")
+
+
+def executor_options(args: argparse.Namespace) -> dict:
+    return {"executor": args.executor, "address": args.address, "num_cpus": args.num_cpus,
+            "num_gpus": args.num_gpus}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"pellucid {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # --out is a file, unwritable, or the disk is full
@@ -100,7 +123,7 @@ def run_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         return run_and_report(demo_config(args.out, quick=args.quick), None, args.progress,
-                              title="pellucid demo")
+                              title="pellucid demo", executor=executor_options(args))
     finally:
         torch.set_num_threads(threads)
 
@@ -109,14 +132,16 @@ def run_config(args: argparse.Namespace) -> int:
     from .benchmark import load_config
 
     return run_and_report(load_config(args.config), args.out, args.progress,
-                          title=f"pellucid benchmark: {args.config.stem}")
+                          title=f"pellucid benchmark: {args.config.stem}",
+                          executor=executor_options(args))
 
 
-def run_and_report(config, out: Path | None, progress: bool, title: str) -> int:
+def run_and_report(config, out: Path | None, progress: bool, title: str,
+                   executor: dict | None = None) -> int:
     from .benchmark import run_benchmark, write_report
 
     start = time.perf_counter()
-    results = run_benchmark(config, out=out, progress=progress)
+    results = run_benchmark(config, out=out, progress=progress, **(executor or {}))
     report = write_report(config, out=out, title=title, results=results)
     print(summary_text(results))
     print(f"\n{len(results)} results in {time.perf_counter() - start:.0f} s; "

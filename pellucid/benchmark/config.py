@@ -16,6 +16,7 @@ A TOML config (see ``examples/benchmark.toml``)::
     name = "Rise"                 # a class of pellucid.explain, or "Random"
     label = "RISE (1000 masks)"   # optional; the name shown in tables (default: name)
     params = { nb_samples = 1000, grid_size = 4 }
+    resources = { num_cpus = 2 }  # optional: what one of its Ray tasks asks for (--executor ray)
 
     [[metrics]]
     name = "Deletion"             # a class of pellucid.metrics
@@ -39,6 +40,7 @@ from typing import Any
 from .._validation import check_choice, check_positive_int, check_probability, check_seed
 
 PAIRED_TESTS = ("wilcoxon", "ttest")
+RESOURCES = ("num_cpus", "num_gpus", "memory")  # of one Ray task
 
 
 def _display_name(name: Any) -> str:
@@ -49,12 +51,15 @@ def _display_name(name: Any) -> str:
 class ComponentSpec:
     """A method or a metric: its class (or class name), keyword arguments, display label and
     the datasets it runs on (``None``: all; e.g. a localization metric only where there are
-    ground-truth masks)."""
+    ground-truth masks). ``resources``: what one of its tasks asks of a Ray cluster,
+    ``{num_cpus = 1, num_gpus = 0, memory = bytes}`` (default one CPU; the local executor
+    ignores it; never part of a cell's fingerprint)."""
 
     name: Any
     params: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
     datasets: list[str] | None = None
+    resources: dict[str, float] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, (str, type)):
@@ -67,6 +72,8 @@ class ComponentSpec:
         if self.datasets is not None:
             names = self.datasets
             self.datasets = [names] if isinstance(names, str) else list(names)
+        if self.resources is not None:
+            self.resources = _check_resources(self.label, self.resources)
 
     def applies_to(self, dataset: str) -> bool:
         return self.datasets is None or dataset in self.datasets
@@ -202,6 +209,20 @@ def load_config(config: BenchmarkConfig | dict | str | Path) -> BenchmarkConfig:
         return BenchmarkConfig.from_toml(config)
     raise TypeError("expected a BenchmarkConfig, a dict or the path of a TOML file; "
                     f"got {type(config).__name__}")
+
+
+def _check_resources(label: str, resources: Any) -> dict[str, float]:
+    if not isinstance(resources, dict):
+        raise TypeError(f"resources of {label} must be a table/dict, got "
+                        f"{type(resources).__name__}")
+    unknown = sorted(set(resources) - set(RESOURCES))
+    if unknown:
+        raise ValueError(f"resources of {label} has unknown keys {unknown}; expected some of "
+                         f"{list(RESOURCES)}")
+    for key, value in resources.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"resources of {label}: {key} must be a number >= 0, got {value!r}")
+    return dict(resources)
 
 
 def _as_spec(spec_type: type, item: Any, key: str):

@@ -17,6 +17,10 @@ The table returned adds to each cell the bootstrap confidence interval of its me
 (``ci_low``, ``ci_high``, at ``config.level``), and ``table.attrs["pairwise"]`` holds the paired
 tests between methods (:mod:`pellucid.benchmark.comparison`), both computed from the cached
 per-input scores.
+
+The cells run in this process (``executor="local"``) or as Ray tasks (``executor="ray"``,
+:mod:`pellucid.benchmark.ray_executor`); either way this process is the only writer of
+``out``, and the files, the fingerprints and so the resume are the same.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from tqdm.auto import tqdm
 
 from .. import datasets, zoo
 from .._files import atomic_write
+from .._validation import check_choice, check_positive_int
 from .. import explain as explain_module
 from .. import metrics as metrics_module
 from .._batching import predict_batched
@@ -53,6 +58,7 @@ RESULT_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n",
                   "explain_s_per_sample", "metric_s", "higher_is_better", "fingerprint"]
 RESULTS_FILE = "results.csv"
 PREDICT_BATCH_SIZE = 256
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -69,15 +75,22 @@ class Cell:
 
 
 def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Path | None = None,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, executor: str = "local", address: str | None = None,
+                  num_cpus: int | None = None, num_gpus: float | None = None) -> pd.DataFrame:
     """Run every unfinished cell of ``config`` and return the results of all its cells.
 
     ``config``: a :class:`BenchmarkConfig`, a dict, or the path of a TOML file. ``out``
-    overrides ``config.out``. Returns a DataFrame with the columns of ``results.csv``
-    (:data:`RESULT_COLUMNS`) plus ``ci_low`` and ``ci_high``, one row per cell, in config
-    order; ``.attrs["pairwise"]`` is the DataFrame of paired tests (see the module docstring).
+    overrides ``config.out``. ``executor``: ``"local"`` (in this process, one cell after the
+    other) or ``"ray"`` (cells as Ray tasks, :mod:`pellucid.benchmark.ray_executor`): on a local
+    Ray instance of ``num_cpus`` CPUs and ``num_gpus`` GPUs (default: the machine's), started
+    and shut down here, or on the running cluster at ``address`` (``"auto"``, ``"ray://..."``).
+    Both give the same table; a run started by one is resumed by the other. Returns a
+    DataFrame with the columns of ``results.csv`` (:data:`RESULT_COLUMNS`) plus ``ci_low``
+    and ``ci_high``, one row per cell, in config order; ``.attrs["pairwise"]`` is the
+    DataFrame of paired tests (see the module docstring).
     """
     config = load_config(config)
+    check_executor(executor, address, num_cpus, num_gpus)
     out_dir = Path(out) if out is not None else config.out
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_FILE
@@ -97,40 +110,117 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark",
                disable=not progress, unit="cell")
-    n_new = 0
+    plan = Plan(config, cells, done, methods, metrics, results_path, bar)
     try:
-        for spec in config.datasets:
-            dataset_cells = [c for c in cells if c.dataset is spec]
-            if (all(c.fingerprint in done for c in dataset_cells)
-                    and readable(dataset_cells[0].samples_path)
-                    and all(readable(c.heatmaps_path) for c in dataset_cells)):
-                continue
-            prepared = prepare_dataset(spec, dataset_cells[0].samples_path, config)
-            check_masks(spec, prepared, {c.metric.label: metrics[c.metric.label]
-                                         for c in dataset_cells})
-            for method in config.methods:
-                method_cells = [c for c in dataset_cells if c.method is method]
-                if all(c.fingerprint in done for c in method_cells) and readable(
-                        method_cells[0].heatmaps_path):
-                    continue
-                heatmaps, seconds = explained(method_cells[0], methods[method.label], prepared,
-                                              config.seed)
-                for cell in method_cells:
-                    if cell.fingerprint in done:
-                        continue
-                    bar.set_postfix_str(f"{spec.name} / {method.label} / {cell.metric.label}")
-                    metric = build_metric(metrics[cell.metric.label], prepared.model,
-                                          cell.metric.params, config.seed)
-                    append_row(results_path, score_cell(cell, metric, prepared, heatmaps, seconds))
-                    n_new += 1
-                    bar.update()
+        if executor == "ray":
+            from .ray_executor import run_on_ray
+            run_on_ray(plan, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+        else:
+            run_locally(plan)
     except (KeyboardInterrupt, Exception):
-        bar.write(f"benchmark stopped; {len(cells) - len(todo) + n_new} of {len(cells)} "
+        bar.write(f"benchmark stopped; {len(cells) - len(todo) + plan.n_saved} of {len(cells)} "
                   f"cells are saved in {results_path}: run it again to resume")
         raise
     finally:
         bar.close()
     return with_statistics(select_results(read_results(results_path), cells), cells, config)
+
+
+def check_executor(executor: str, address: str | None, num_cpus: int | None,
+                   num_gpus: float | None) -> None:
+    """The executor exists and gets only options it takes (before any work)."""
+    check_choice("executor", executor, EXECUTORS)
+    given = [name for name, value in (("address", address), ("num_cpus", num_cpus),
+                                      ("num_gpus", num_gpus)) if value is not None]
+    if executor == "local" and given:
+        raise ValueError(f"{given} are options of executor='ray'; the local executor runs in "
+                         "this process")
+    if executor == "ray" and address is not None and given != ["address"]:
+        raise ValueError("num_cpus and num_gpus size a local Ray instance; a cluster at "
+                         "address= brings its own resources (declare a task's in the config)")
+    if num_cpus is not None:
+        check_positive_int("num_cpus", num_cpus)
+    if num_gpus is not None and not (isinstance(num_gpus, (int, float)) and num_gpus >= 0):
+        raise ValueError(f"num_gpus must be a number >= 0, got {num_gpus!r}")
+
+
+@dataclass
+class Plan:
+    """What a run has left to do, and the driver's side of it: executors compute, the driver
+    alone writes (the samples, the heatmaps, the per-input scores, then the row)."""
+
+    config: BenchmarkConfig
+    cells: list[Cell]
+    done: set[str]
+    methods: dict[str, type]
+    metrics: dict[str, type]
+    results_path: Path
+    bar: Any
+    n_saved: int = 0
+
+    def datasets_to_run(self) -> Iterator[tuple[DatasetSpec, list[Cell]]]:
+        """Each dataset with an unfinished cell or a cache file missing, with its cells."""
+        for spec in self.config.datasets:
+            cells = [c for c in self.cells if c.dataset is spec]
+            if cells and not (all(c.fingerprint in self.done for c in cells)
+                              and readable(cells[0].samples_path)
+                              and all(readable(c.heatmaps_path) for c in cells)):
+                yield spec, cells
+
+    def methods_to_run(self, dataset_cells: list[Cell]) -> Iterator[list[Cell]]:
+        """The cells of each method of a dataset with an unfinished cell or no heatmaps file."""
+        for method in self.config.methods:
+            cells = [c for c in dataset_cells if c.method is method]
+            if cells and not (all(c.fingerprint in self.done for c in cells)
+                              and readable(cells[0].heatmaps_path)):
+                yield cells
+
+    def prepare(self, spec: DatasetSpec, cells: list[Cell]) -> PreparedDataset:
+        prepared = prepare_dataset(spec, cells[0].samples_path, self.config)
+        check_masks(spec, prepared, {c.metric.label: self.metrics[c.metric.label]
+                                     for c in cells})
+        return prepared
+
+    def record(self, cell: Cell, result: Any, metric_seconds: float,
+               explain_seconds: float) -> None:
+        """Save a finished cell: its per-input scores, then its row; count it."""
+        arrays = {"scores": result.scores}
+        if result.curves is not None:
+            arrays["curves"] = result.curves
+        if result.fractions is not None:
+            arrays["fractions"] = result.fractions
+        atomic_write(cell.scores_path, lambda p: np.savez(p, **arrays))
+        append_row(self.results_path, {
+            "dataset": cell.dataset.name, "model": cell.dataset.model_label,
+            "method": cell.method.label, "metric": cell.metric.label,
+            "mean": result.mean, "std": result.std, "n": int(np.isfinite(result.scores).sum()),
+            "explain_s_per_sample": explain_seconds, "metric_s": metric_seconds,
+            "higher_is_better": bool(result.higher_is_better), "fingerprint": cell.fingerprint,
+        })
+        self.n_saved += 1
+        self.bar.set_postfix_str(f"{cell.dataset.name} / {cell.method.label} / "
+                                 f"{cell.metric.label}")
+        self.bar.update()
+
+
+def run_locally(plan: Plan) -> None:
+    """The default executor: every cell in this process, one after the other."""
+    seed = plan.config.seed
+    for spec, dataset_cells in plan.datasets_to_run():
+        prepared = plan.prepare(spec, dataset_cells)
+        for method_cells in plan.methods_to_run(dataset_cells):
+            first = method_cells[0]
+            saved = load_cached(first.heatmaps_path)
+            if saved is None:
+                saved = explain(first.method, plan.methods[first.method.label], prepared, seed)
+                save_heatmaps(first.heatmaps_path, saved)
+            for cell in method_cells:
+                if cell.fingerprint not in plan.done:
+                    metric = build_metric(plan.metrics[cell.metric.label], prepared.model,
+                                          cell.metric.params, seed,
+                                          (plan.methods[cell.method.label], cell.method.params))
+                    plan.record(cell, *score(metric, prepared, saved["heatmaps"]),
+                                saved["seconds_per_sample"])
 
 
 def with_statistics(table: pd.DataFrame, cells: list[Cell], config: BenchmarkConfig
@@ -235,6 +325,8 @@ def prepare_dataset(spec: DatasetSpec, samples_path: Path, config: BenchmarkConf
     x_test = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
     y_test = torch.as_tensor(np.asarray(data.y_test)).long()
     masks = getattr(data, "masks_test", None)
+    if masks is None:  # tabular truth: agreement metrics read it through masks= too
+        masks = getattr(data, "true_attributions_test", None)
     predictions = predict_batched(as_model(model), x_test,
                                   batch_size=PREDICT_BATCH_SIZE).argmax(1)
     rng = np.random.default_rng(config.seed)
@@ -273,42 +365,29 @@ def load_model_and_data(spec: DatasetSpec, seed: int, need_data: bool) -> tuple[
 
 
 # -- explain and score ----------------------------------------------------------------------
-def explained(cell: Cell, method_class: type, prepared: PreparedDataset, seed: int
-              ) -> tuple[torch.Tensor, float]:
-    """Heatmaps of the cell's method (cached on disk) and the explanation seconds per sample."""
-    saved = load_cached(cell.heatmaps_path)
-    if saved is not None:
-        return saved["heatmaps"], saved["seconds_per_sample"]
+def explain(method: ComponentSpec, method_class: type, prepared: PreparedDataset, seed: int
+            ) -> dict[str, Any]:
+    """The heatmaps of a method (what its cache file holds), with the seconds per sample. The
+    explainer gets the benchmark's seed whatever process runs it: a cell's numbers never
+    depend on where it ran."""
     explainer = method_class(prepared.model, **{"seed": seed, "progress": False,
-                                                 **cell.method.params})
+                                                 **method.params})
     start = time.perf_counter()
     heatmaps = explainer.explain(prepared.inputs, prepared.targets)
     seconds = (time.perf_counter() - start) / len(prepared.inputs)
-    saved = {"heatmaps": heatmaps, "seconds_per_sample": seconds, "method": cell.method.label}
-    atomic_write(cell.heatmaps_path, lambda p: torch.save(saved, p))
-    return heatmaps, seconds
+    return {"heatmaps": heatmaps, "seconds_per_sample": seconds, "method": method.label}
 
 
-def score_cell(cell: Cell, metric: Any, prepared: PreparedDataset, heatmaps: torch.Tensor,
-               explain_seconds: float) -> dict[str, Any]:
-    """Run the cell's metric on the cached heatmaps; save per-sample scores; return the row."""
+def save_heatmaps(path: Path, saved: dict[str, Any]) -> None:
+    atomic_write(path, lambda p: torch.save(saved, p))
+
+
+def score(metric: Any, prepared: PreparedDataset, heatmaps: torch.Tensor) -> tuple[Any, float]:
+    """The metric's result on the heatmaps, and the seconds it took."""
     start = time.perf_counter()
     masks = prepared.masks if "masks" in metric.requires else None
     result = metric(prepared.inputs, heatmaps, prepared.targets, masks=masks)
-    seconds = time.perf_counter() - start
-    arrays = {"scores": result.scores}
-    if result.curves is not None:
-        arrays["curves"] = result.curves
-    if result.fractions is not None:
-        arrays["fractions"] = result.fractions
-    atomic_write(cell.scores_path, lambda p: np.savez(p, **arrays))
-    return {
-        "dataset": cell.dataset.name, "model": cell.dataset.model_label,
-        "method": cell.method.label, "metric": cell.metric.label,
-        "mean": result.mean, "std": result.std, "n": int(np.isfinite(result.scores).sum()),
-        "explain_s_per_sample": explain_seconds, "metric_s": seconds,
-        "higher_is_better": bool(result.higher_is_better), "fingerprint": cell.fingerprint,
-    }
+    return result, time.perf_counter() - start
 
 
 def check_metric_class(metric_class: type) -> type:
@@ -343,11 +422,21 @@ def check_masks(spec: DatasetSpec, prepared: PreparedDataset, metrics: dict[str,
                          " restrict them with datasets=[...] to datasets that have masks")
 
 
-def build_metric(metric_class: type, model: Any, params: dict[str, Any], seed: int) -> Any:
+def build_metric(metric_class: type, model: Any, params: dict[str, Any], seed: int,
+                 method: tuple[type, dict[str, Any]] | None = None) -> Any:
     """A metric that ``requires`` the model gets it, the benchmark's seed and no inner progress
-    bar; any other metric only its parameters."""
+    bar; one that requires the explainer (robustness, RandomLogit) also the cell's ``method``,
+    ``(class, params)``, built as the cell's heatmaps were; any other metric only its
+    parameters."""
     if "model" not in metric_class.requires:
         return metric_class(**params)
+    if "explainer" in metric_class.requires:
+        if method is None:
+            raise ValueError(f"{metric_class.__name__} re-explains inputs with the cell's "
+                             "method: pass method=(class, params)")
+        method_class, method_params = method
+        params = {"explainer": method_class, "explainer_kwargs": {
+            "seed": seed, "progress": False, **method_params}, **params}
     return metric_class(model, **{"seed": seed, "progress": False, **params})
 
 
