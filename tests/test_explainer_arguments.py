@@ -76,7 +76,8 @@ BAD_HYPERPARAMETERS = {
 @pytest.mark.parametrize("name, overrides", [(name, bad) for name, bads in
                                              BAD_HYPERPARAMETERS.items() for bad in bads])
 def test_bad_hyperparameters_raise_in_init(name, overrides):
-    with pytest.raises(ValueError):
+    bad = list(overrides)[-1]  # the message names the hyperparameter and what it must be
+    with pytest.raises(ValueError, match=rf"\b{bad}( must be| >=)"):
         make(name, small_cnn(), **overrides)
 
 

@@ -194,3 +194,21 @@ def test_copies_never_exceed_batch_size():
     IntegratedGradients(model, steps=64, batch_size=16).explain(x, 0)
     assert max(sizes) == 16
     assert sum(sizes) == 3 * 50 + 3 * 64 + 2  # + the pass that reads the number of classes
+
+
+def test_vargrad_is_the_unbiased_variance_of_the_same_draws_and_images_take_the_channel_mean(
+        cnn, images):
+    """Same seed, same K noisy copies: VarGrad = K / (K - 1) * (SquareGrad - SmoothGrad^2)
+    element by element (SmoothGrad's attribution is |E[g]|), at K = 3 where the unbiased
+    factor is 1.5; on images SquareGrad and VarGrad reduce channels by their mean."""
+    targets = torch.tensor([0, 1, 2, 3])
+    kwargs = dict(nb_samples=3, noise_level=0.2, seed=5, progress=False)
+    square = SquareGrad(cnn, **kwargs).attribute(images, targets).double()
+    mean_gradient = SmoothGrad(cnn, **kwargs).attribute(images, targets).double()
+    var = VarGrad(cnn, **kwargs).attribute(images, targets).double()
+    expected = (3 / 2 * (square - mean_gradient**2)).clamp(min=0)
+    torch.testing.assert_close(var, expected, rtol=1e-4, atol=1e-6 * expected.max().item())
+    assert var.max() > 0 and (square - mean_gradient**2).max() > 0.1 * square.max()
+    for cls, attributions in ((SquareGrad, square), (VarGrad, var)):
+        heatmaps = cls(cnn, **kwargs).explain(images, targets)
+        torch.testing.assert_close(heatmaps.double(), attributions.mean(1), rtol=1e-5, atol=0)

@@ -226,7 +226,15 @@ def test_works_with_a_scikit_learn_classifier():
     clf = LogisticRegression().fit(x, y)
     heatmaps = clf.coef_[0] * x
     result = Deletion(clf, progress=False)(x, heatmaps, targets=1)
-    assert result.curves.shape == (80, 6) and np.isfinite(result.scores).all()
+    # the same model in torch: logits (0, w.x + b), whose softmax is predict_proba
+    linear = nn.Linear(5, 2).eval()
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor(np.stack([np.zeros(5), clf.coef_[0]])))
+        linear.bias.copy_(torch.tensor([0.0, clf.intercept_[0]]))
+    reference = Deletion(linear, progress=False)(x, heatmaps, targets=1)
+    assert result.curves.shape == (80, 6)
+    np.testing.assert_allclose(result.curves, reference.curves, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.scores, reference.scores, rtol=1e-5, atol=1e-6)
 
 
 def test_ties_are_broken_in_row_major_order():

@@ -94,8 +94,11 @@ def test_channel_heatmaps_are_summed_and_bad_inputs_raise():
     masks = torch.zeros(2, 8, 8)
     masks[:, :2, :2] = 1
     heatmaps = torch.zeros(2, 3, 8, 8)
-    heatmaps[:, 1, 0, 0] = 1
+    heatmaps[:, 1, 0, 0] = 1  # in the mask
+    heatmaps[:, 0, 6, 6], heatmaps[:, 2, 6, 6] = 2, -2  # opposite signs: sum 0 (|.| or max: 2)
+    heatmaps[:, 0, 5, 7], heatmaps[:, 1, 5, 7] = 1.5, -1  # sum 0.5
     np.testing.assert_array_equal(score(PointingGame(), heatmaps, masks).scores, [1, 1])
+    np.testing.assert_allclose(score(RelevanceMass(), heatmaps, masks).scores, 1 / 1.5)
     with pytest.raises(ValueError, match=r"masks must have the heatmaps' shape \(2, 8, 8\)"):
         score(PointingGame(), torch.rand(2, 8, 8), torch.ones(2, 8, 7))
     with pytest.raises(ValueError, match="PointingGame needs images"):

@@ -109,3 +109,59 @@ def test_bad_arguments_raise(cnn, images, mlp, tabular):
         Road(mlp)(tabular, torch.rand(5, 6))
     with pytest.raises(ValueError, match="heatmaps must have shape"):
         Road(cnn)(images, torch.rand(4, 16))
+
+
+def impute_by_hand(image, removed):
+    """Linear imputation written out densely: for every removed pixel p,
+    sum_q w_q (x_p - x_q) = 0 over its neighbours q inside the image (1/6 direct, 1/12
+    diagonal), removed neighbours unknown too; one dense solve per channel."""
+    channels, height, width = image.shape
+    unknown = [(r, c) for r in range(height) for c in range(width) if removed[r, c]]
+    index = {p: i for i, p in enumerate(unknown)}
+    a, b = np.zeros((len(unknown), len(unknown))), np.zeros((len(unknown), channels))
+    for (r, c), i in index.items():
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                q = (r + dr, c + dc)
+                if (dr or dc) and 0 <= q[0] < height and 0 <= q[1] < width:
+                    w = 1 / 12 if dr and dc else 1 / 6
+                    a[i, i] += w
+                    if q in index:
+                        a[i, index[q]] -= w
+                    else:
+                        b[i] += w * image[:, q[0], q[1]]
+    out = image.copy()
+    if unknown:
+        solution = np.linalg.solve(a, b)
+        for (r, c), i in index.items():
+            out[:, r, c] = solution[i]
+    return out
+
+
+def test_morf_and_lerf_curves_match_a_hand_written_imputation():
+    """noise_level=0: at fraction p, MoRF removes the round(p H W) pixels with the highest
+    heatmap values, LeRF the round(p H W) lowest (channels together); each curve point is the
+    target probability of the hand-imputed image."""
+    g = torch.Generator().manual_seed(8)
+    images = torch.rand(3, 2, 6, 6, generator=g)
+    heatmaps = torch.randn(3, 6, 6, generator=g)  # no ties
+    model = nn.Sequential(nn.Flatten(), nn.Linear(72, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(3 * torch.randn(3, 72, generator=g))
+        model[1].bias.zero_()
+    fractions = (0.1, 0.3, 0.5, 0.7)
+    result = Road(model, fractions=fractions, noise_level=0.0, progress=False)(
+        images, heatmaps, targets=[0, 1, 2])
+    for i in range(3):
+        order = np.argsort(-heatmaps[i].flatten().numpy())  # most relevant first
+        for j, fraction in enumerate(fractions):
+            count = round(fraction * 36)
+            for name, removed_pixels in (("morf", order[:count]), ("lerf", order[36 - count:])):
+                removed = np.zeros(36, dtype=bool)
+                removed[removed_pixels] = True
+                imputed = impute_by_hand(images[i].double().numpy(), removed.reshape(6, 6))
+                with torch.no_grad():
+                    logits = model(torch.from_numpy(imputed).float()[None])
+                expected = torch.softmax(logits, 1)[0, i].item()
+                assert result.details[f"{name}_curves"][i, j] == pytest.approx(expected,
+                                                                               abs=1e-5)

@@ -63,8 +63,42 @@ def test_sklearn_regressor_is_one_output(linear_problem):
 
 def test_callable_one_dimensional_output_becomes_a_column():
     model = as_model(lambda a: a.sum(axis=1))
-    scores = model.predict(torch.ones(2, 3))
-    torch.testing.assert_close(scores, torch.full((2, 1), 3.0))
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model.predict(x), x.sum(1, keepdim=True))
+
+
+def linear_module(weight, bias):
+    module = torch.nn.Linear(weight.shape[1], weight.shape[0]).eval()
+    with torch.no_grad():
+        module.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        module.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return module
+
+
+def test_sklearn_and_callables_give_the_scores_of_the_equivalent_torch_model():
+    """Multinomial logistic regression (predict_proba) = softmax of the torch Linear with its
+    coefficients; a multi-class LinearSVC (decision_function) = that Linear's logits, and its
+    probabilities their softmax; a numpy callable = the torch module computing the same."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    y = np.argmax(x[:, :3] + 0.3 * rng.normal(size=(90, 3)), axis=1)
+    inputs = torch.from_numpy(x[:9])
+    clf = LogisticRegression().fit(x, y)
+    logits = linear_module(clf.coef_, clf.intercept_)(inputs).detach()
+    for probabilities in (False, True):  # already probabilities: never softmaxed again
+        torch.testing.assert_close(as_model(clf).predict(inputs, probabilities=probabilities),
+                                   torch.softmax(logits, 1), rtol=1e-5, atol=1e-6)
+    svm = LinearSVC().fit(x, y)
+    svm_logits = linear_module(svm.coef_, svm.intercept_)(inputs).detach()
+    torch.testing.assert_close(as_model(svm).predict(inputs), svm_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(as_model(svm).predict(inputs, probabilities=True),
+                               torch.softmax(svm_logits, 1), rtol=1e-5, atol=1e-6)
+    w, b = rng.normal(size=(3, 4)), rng.normal(size=3)
+    module = linear_module(w, b)
+    callable_model = as_model(lambda a: a @ w.T.astype(np.float32) + b.astype(np.float32))
+    for probabilities in (False, True):
+        torch.testing.assert_close(callable_model.predict(inputs, probabilities=probabilities),
+                                   as_model(module).predict(inputs, probabilities=probabilities))
 
 
 def test_unsupported_object_is_a_type_error():

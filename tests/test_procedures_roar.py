@@ -166,3 +166,85 @@ def test_removed_pixels_get_the_training_channel_means_and_kar_keeps_what_roar_r
     assert torch.equal(removed[~top], x[~top]) and torch.equal(kept[top], x[top])
     assert torch.equal(removed[top], fill.expand_as(x)[top])
     assert torch.equal(kept[~top], fill.expand_as(x)[~top])
+
+
+@pytest.mark.parametrize("cls", [Roar, Kar])
+def test_every_retraining_gets_the_degraded_training_set_filled_with_the_training_mean(cls):
+    """A train_fn spy: each training set (and each test set the fitted model scores) is the
+    original one with, in every row, the top round(f * F) features by that row's heatmap
+    replaced (ROAR) or kept (KAR), the others kept / replaced by the *training* mean (features
+    with means far from 0 and a test set with another mean, so a 0 or a test-mean fill shows).
+    The random ranking changes exactly as many features of each row."""
+    rng = np.random.default_rng(7)
+    x_train = (rng.normal(size=(40, 5)) + [3, -2, 5, 1, 4]).astype(np.float32)
+    x_test = (rng.normal(size=(30, 5)) - 6).astype(np.float32)
+    y_train, y_test = np.arange(40) % 2, np.arange(30) % 2
+    h_train, h_test = rng.random((40, 5)), rng.random((30, 5))
+    trained_on, scored = [], []
+
+    def train_fn(x, y):
+        trained_on.append(x.copy())
+
+        def fitted(a):
+            scored.append(a.copy())
+            return np.zeros((len(a), 2))
+        return fitted
+
+    fractions, repeats = (0.2, 0.6), 2
+    cls(train_fn, known((x_train, h_train), (x_test, h_test)), fractions=fractions,
+        repeats=repeats, progress=False).evaluate(x_train, y_train, x_test, y_test)
+    mean = x_train.astype(np.float64).mean(0)
+
+    def degraded(x, h, count):
+        top = np.zeros(x.shape, dtype=bool)
+        np.put_along_axis(top, np.argsort(-h, axis=1)[:, :count], True, axis=1)
+        replaced = ~top if cls is Kar else top
+        return np.where(replaced, mean, x), replaced
+
+    assert len(trained_on) == 1 + 2 * len(fractions) * repeats
+    np.testing.assert_array_equal(trained_on[0], x_train)  # the model that is explained
+    explained, random = trained_on[1:1 + 4], trained_on[1 + 4:]
+    scored_explained = [a for a in scored if len(a) == 30][:4]
+    for j, fraction in enumerate(fractions):
+        count = round(fraction * 5)
+        expected_train, replaced = degraded(x_train, h_train, count)
+        expected_test, _ = degraded(x_test, h_test, count)
+        for repeat in range(repeats):
+            np.testing.assert_allclose(explained[j * repeats + repeat], expected_train, rtol=1e-6)
+            np.testing.assert_allclose(scored_explained[j * repeats + repeat], expected_test,
+                                       rtol=1e-6)
+            changed = random[j * repeats + repeat] != x_train
+            assert (changed.sum(1) == replaced.sum(1)).all()
+            np.testing.assert_allclose(random[j * repeats + repeat][changed],
+                                       np.broadcast_to(mean, changed.shape)[changed], rtol=1e-6)
+
+
+def test_retraining_finds_a_redundant_copy_that_the_unretrained_model_misses():
+    """Feature 0 decides the label and feature 1 is a noisy copy of it. A decision stump
+    trained on the clean data splits on feature 0; with feature 0 removed (its training mean),
+    that stump is at chance, while ROAR's stump, retrained on the degraded data, splits on the
+    copy and keeps its accuracy: ROAR measures what the data still carries, not what the
+    first model used."""
+    from sklearn.tree import DecisionTreeClassifier
+    rng = np.random.default_rng(3)
+
+    def make(n):
+        x = rng.normal(size=(n, 5)).astype(np.float32)
+        x[:, 1] = x[:, 0] + 0.2 * rng.normal(size=n)
+        heatmaps = rng.random((n, 5)) * 0.1
+        heatmaps[:, 0] = 1.0  # the explanation names feature 0
+        return x, (x[:, 0] > 0).astype(np.int64), heatmaps
+
+    def stump(x, y):
+        return DecisionTreeClassifier(max_depth=1, random_state=0).fit(x, y)
+
+    (x_train, y_train, h_train), (x_test, y_test, h_test) = make(400), make(300)
+    result = Roar(stump, known((x_train, h_train), (x_test, h_test)), fractions=(0.2,),
+                  repeats=1, progress=False).evaluate(x_train, y_train, x_test, y_test)
+    removed = x_test.copy()
+    removed[:, 0] = x_train[:, 0].mean()
+    unretrained = stump(x_train, y_train).score(removed, y_test)
+    retrained = result.details["accuracy_mean"][0]
+    print(f"feature 0 removed: unretrained stump {unretrained:.3f}, ROAR (retrained) "
+          f"{retrained:.3f}")
+    assert unretrained < 0.65 and retrained > 0.85

@@ -172,9 +172,16 @@ def test_works_with_sklearn_and_numpy_callables():
     for row, inputs in zip(saliency, data[:2]):
         assert spearmanr(row, weights * inputs).statistic > 0.85
     classifier = LogisticRegression().fit(data, data @ weights > 0)
-    assert Rise(classifier, nb_samples=100, progress=False)(x).shape == (2, 5)
-    assert Rise(lambda a: a @ weights, nb_samples=100, probabilities=False,
-                progress=False)(x, 0).shape == (2, 5)
+    twin = nn.Linear(5, 2).eval()  # logits (0, w.x + b): their softmax is predict_proba
+    with torch.no_grad():
+        twin.weight.copy_(torch.tensor(np.stack([np.zeros(5), classifier.coef_[0]])))
+        twin.bias.copy_(torch.tensor([0.0, classifier.intercept_[0]]))
+    same = dict(nb_samples=100, seed=4, progress=False)
+    torch.testing.assert_close(Rise(classifier, **same)(x), Rise(twin, **same)(x),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(Rise(lambda a: a @ weights, probabilities=False, **same)(x, 0),
+                               Rise(linear_model(weights), probabilities=False, **same)(x, 0),
+                               rtol=1e-4, atol=1e-5)
     # one policy for probabilities: a single output is refused, before any masked pass
     recorder = Recorder(lambda a: a @ weights)
     with pytest.raises(ValueError, match=r"output has shape \(1, 1\).*probabilities=False"):

@@ -203,7 +203,14 @@ def test_works_with_torch_sklearn_and_numpy_callables():
                                    batch_size=2048, progress=False)(inputs, targets=0)
         np.testing.assert_allclose(heatmap.numpy(), expected, atol=0.05)
     classifier = LogisticRegression().fit(data, data @ weights > 0)
-    assert SobolAttribution(classifier, nb_design=16, progress=False)(inputs).shape == (2, 4)
+    twin = torch.nn.Linear(4, 2).eval()  # logits (0, w.x + b): their softmax is predict_proba
+    with torch.no_grad():
+        twin.weight.copy_(torch.tensor(np.stack([np.zeros(4), classifier.coef_[0]])))
+        twin.bias.copy_(torch.tensor([0.0, classifier.intercept_[0]]))
+    same = dict(nb_design=16, seed=2, progress=False)
+    torch.testing.assert_close(SobolAttribution(classifier, **same)(inputs),
+                               SobolAttribution(twin, probabilities=True, **same)(inputs),
+                               rtol=1e-4, atol=1e-6)
     assert SobolAttribution(small_cnn(), grid_size=2, nb_design=4, progress=False)(
         torch.rand(1, 3, 8, 8)).shape == (1, 8, 8)
 
