@@ -232,7 +232,9 @@ def test_split_by_index_name_parts_and_nested_name(digits_cnn, zeros):
 def test_clear_errors(digits_cnn, zeros):
     with pytest.raises(ValueError, match="children's names"):
         Craft(digits_cnn, target_layer="conv9")
-    with pytest.raises(TypeError, match="nn.Sequential"):
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        Craft(lambda x: x, target_layer=0)
+    with pytest.raises(ValueError, match="submodule of the model or its dotted name"):
         Craft(nn.Module(), target_layer=0)
     with pytest.raises(ValueError, match="either"):
         Craft(digits_cnn)
@@ -259,5 +261,5 @@ def test_clear_errors(digits_cnn, zeros):
         Craft(digits_cnn, target_layer=LAYER, progress=False).fit(zeros[:2], targets=[0, 1])
     with pytest.raises(ValueError, match="channels"):
         Craft(digits_cnn, target_layer=LAYER, progress=False).fit(torch.rand(2, 3, 16, 16))
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match=r"Craft is not fitted yet; call fit\(images\)"):
         Craft(digits_cnn, target_layer=LAYER).concept_maps(zeros[:2])

@@ -85,7 +85,7 @@ def test_nmf_refuses_negative_activations_and_linear_methods_too_many_concepts()
         NMFConcepts(3).fit(a - 0.5)
     with pytest.raises(ValueError, match="at most as many concepts as there are channels"):
         make_factorization("pca", 13, seed=0).fit(a)
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="NMFConcepts is not fitted yet; call fit first"):
         NMFConcepts(3).transform(a)
     with pytest.raises(ValueError, match="factorization must be one of"):
         make_factorization("svd", 3, seed=0)

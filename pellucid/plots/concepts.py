@@ -1,4 +1,5 @@
-"""Concept gallery: the crops that activate each concept most, next to the concept importances."""
+"""Concept gallery: the crops that activate each concept most, next to the concept importances;
+TCAV bars with significance marks; CRAFT's recursion tree."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,7 +8,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ._common import draw_image, image_for_display, new_figure, to_numpy
+from ._common import draw_image, figure_and_axes, image_for_display, new_figure, to_numpy
 
 
 def top_crops(images: Any, crop_boxes: Any, crop_size: Sequence[int] | int,
@@ -76,3 +77,63 @@ def concept_gallery(crops_per_concept: Sequence[Any], importances: Any, *,
             if col == 0:
                 ax.set_title(names[concept], fontsize="small", loc="left")
     return figure
+
+
+def tcav_bars(result: Any, *, ax: Any = None) -> Figure:
+    """TCAV scores of a :class:`~pellucid.explain.concepts.TcavResult` (or an ``AceResult``'s
+    ``tcav``): one bar per concept (mean over the runs, with the runs' standard deviation), the
+    random CAVs' mean score as a dashed line, and ``*`` over the significant concepts
+    (Bonferroni-corrected p < alpha; the p-value is written above each bar)."""
+    scores = np.asarray(result.scores, dtype=float)
+    spread = np.asarray(result.run_scores, dtype=float).std(1)
+    figure, axes = figure_and_axes(ax, (1.2 + 0.9 * len(scores), 3.2))
+    positions = np.arange(len(scores))
+    colours = ["tab:blue" if s else "tab:gray" for s in result.significant]
+    axes.bar(positions, scores, yerr=spread, color=colours, capsize=3)
+    axes.axhline(float(np.mean(result.random_scores)), color="black", linestyle="--",
+                 linewidth=1, label="random CAVs")
+    for x, score, p, significant in zip(positions, scores, result.p_values, result.significant):
+        axes.text(x, min(score + 0.08, 1.08), ("* " if significant else "") + f"p={p:.2g}",
+                  ha="center", fontsize="small")
+    axes.set_xticks(positions, list(result.concepts), rotation=30, ha="right")
+    axes.set_ylim(0, 1.15)
+    axes.set_ylabel("TCAV score")
+    axes.legend(loc="lower right", fontsize="small")
+    return figure
+
+
+def concept_tree_figure(nodes: Sequence[Any], *, ax: Any = None) -> Figure:
+    """CRAFT's recursion tree (:func:`~pellucid.explain.concepts.concept_tree`): one column per
+    level, each concept labelled with its layer, index and importance, linked to its parent."""
+    leaves: list[tuple[Any, int, float]] = []          # (node, depth, y), leaves one per row
+
+    def place(node, depth):
+        ys = [place(child, depth + 1) for child in node.children]
+        y = float(np.mean(ys)) if ys else float(sum(not n.children for n, _, _ in leaves))
+        leaves.append((node, depth, y))
+        for child_y in ys:
+            axes.plot([depth + 0.35, depth + 0.65], [y, child_y], color="gray", linewidth=1)
+        return y
+
+    if not nodes:
+        raise ValueError("concept_tree_figure needs at least one node")
+    n_leaves = sum(_count_leaves(node) for node in nodes)
+    figure, axes = figure_and_axes(ax, (3.5 * _depth(nodes), 0.6 * n_leaves + 1))
+    for node in nodes:
+        place(node, 0)
+    for node, depth, y in leaves:
+        axes.text(depth, y, f"{node.layer} #{node.index}\n{node.importance:.3g}", ha="center",
+                  va="center", fontsize="small",
+                  bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "tab:blue"})
+    axes.set_xlim(-0.6, _depth(nodes) - 0.4)
+    axes.set_ylim(n_leaves - 0.5, -0.5)
+    axes.axis("off")
+    return figure
+
+
+def _count_leaves(node) -> int:
+    return sum(_count_leaves(child) for child in node.children) if node.children else 1
+
+
+def _depth(nodes) -> int:
+    return 1 + max((_depth(node.children) for node in nodes if node.children), default=0)

@@ -5,6 +5,22 @@ Codes by FISTA (Beck & Teboulle, 2009) on all rows at once; atoms by block coord
 descent (Mairal et al., 2010, "Online Learning for Matrix Factorization and Sparse Coding",
 Algorithm 2). The two steps alternate (20 warm-started FISTA steps per alternation) until the
 objective stops decreasing; the returned codes are then solved to convergence.
+
+Why not scikit-learn (measured, ``benchmarks/bench_dictionary.py --own``; planted dictionary of
+8 unit atoms in 32 channels, 600 rows, 25% active codes, alpha 0.1, 5 seeds, 2 CPU cores):
+
+====================================  ========  ===================  =========
+fit + codes                           time (s)  worst atom cosine    objective
+====================================  ========  ===================  =========
+this module (FISTA + BCD)             0.30      0.9997               90.09
+``DictionaryLearning(cd)``            5.2       0.9997               90.09
+``DictionaryLearning(lars)``          ~50       0.9997               (same)
+``MiniBatchDictionaryLearning``       2.7       0.35 (min), 0.49     128.4
+====================================  ========  ===================  =========
+
+Codes alone (4096 rows, the planted atoms): this module 0.24 s, ``sparse_encode`` lasso_cd
+2.3 s, lasso_lars 4.3 s, all to the same objective (617.95). Same answers, 9-17x faster, so the
+vectorized solver stays.
 """
 from __future__ import annotations
 

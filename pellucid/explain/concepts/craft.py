@@ -11,7 +11,9 @@ and ``h`` (activations -> logits):
 2. ``transform(images)``: ``U`` of the spatially averaged activations, ``(N, n_concepts)``.
 3. ``estimate_importance(images)``: each spatial activation vector is encoded, concept ``k``
    is scaled by ``m_k`` at every position and ``h(U W + offset)`` is attributed to the masks
-   (total Sobol indices, occlusion or gradient x input; see ``importance``).
+   (total Sobol indices, occlusion or gradient x input; see ``importance``; or any pellucid
+   Explainer on ``concept_space``, which pellucid's Deletion / Insertion / MuFidelity also
+   score: C-Deletion, C-Insertion, C-muFidelity).
 4. ``concept_maps(images)``: ``U`` of each spatial activation vector, upsampled (bilinear) to
    the input size, ``(N, n_concepts, H, W)``; ``concept_attributions(images)``: gradient x
    input (or any pellucid Explainer) of each concept coefficient w.r.t. the input pixels.
@@ -35,16 +37,21 @@ from ..perturbation.sobol_estimators import check_power_of_two
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
 from .importance import IMPORTANCE_METHODS
 from .metrics import ConceptScores
-from .modules import ConceptHead, ConceptModel, pool_activations, split_sequential
+from .modules import (ConceptHead, ConceptMaskModel, ConceptModel, pool_activations,
+                      split_sequential)
+from .split import split_model
 
 class Craft(ModelRunner):
     """CRAFT concept extraction and importance (Fel et al., 2023); see the module docstring.
 
     Parameters:
-        model: an ``nn.Sequential`` model to split at ``target_layer``, or ``g`` itself.
+        model: a model to split at ``target_layer`` (an ``nn.Sequential``, or any model
+            ``torch.fx`` can trace, see ``split``), or ``g`` itself.
         h: the rest of the model (activations -> logits) when ``model`` is ``g``.
         target_layer: where to split ``model``: a submodule, its dotted name (``"features.3"``)
-            or an index into the ``nn.Sequential``; ``g`` ends with this layer.
+            or an index into an ``nn.Sequential``; ``g`` ends with this layer. Outside an
+            ``nn.Sequential`` the layer must be one every path to the output goes through
+            (a whole residual or transformer block).
         n_concepts: concepts extracted.
         factorization: ``"nmf"`` (CRAFT), ``"pca"``, ``"ica"``, ``"kmeans"``, ``"dictionary"``
             or an unfitted :class:`ConceptFactorization`.
@@ -145,19 +152,31 @@ class Craft(ModelRunner):
 
     # -- importance ----------------------------------------------------------------------
     @keeps_model_state
-    def estimate_importance(self, images: Any, targets: Any = None) -> torch.Tensor:
+    def estimate_importance(self, images: Any, targets: Any = None,
+                            explainer: Callable | None = None) -> torch.Tensor:
         """Importance of each concept for ``targets`` (default: the fitted class), averaged
         over ``images``: ``importances_`` ``(n_concepts,)``; per image in
-        ``sample_importances_`` ``(N, n_concepts)``."""
+        ``sample_importances_`` ``(N, n_concepts)``.
+
+        ``explainer``: ``None`` for ``importance`` (Sobol, occlusion, gradient x input), or a
+        callable mapping the concept-mask model (:meth:`concept_space`) to any pellucid
+        Explainer, e.g. ``lambda m: IntegratedGradients(m)``, ``Rise``, ``SmoothGrad``,
+        ``Occlusion`` or ``SobolAttribution``: its attribution of the masks (all ones,
+        baseline 0) is the importance (Fel et al., 2023, holistic paper, section 4)."""
         x = self._check_fitted_images(images)
         t = (torch.full((len(x),), self.class_id_, dtype=torch.long) if targets is None
              else check_class_indices("targets", targets, len(x), self.n_outputs_)[:, 0])
         coefficients = self._spatial_coefficients(x)
-        head = as_model(self.concept_head(), device=self._device)
-        options = {"batch_size": self.batch_size, "progress": self.progress}
-        if self.importance == "sobol":
-            options.update(nb_design=self.nb_design, seed=self.seed)
-        sample_importances = IMPORTANCE_METHODS[self.importance](head, coefficients, t, **options)
+        if explainer is not None:
+            model, masks, kwargs = self._concept_space(coefficients)
+            sample_importances = explainer(model).explain(masks, t, forward_kwargs=kwargs)
+        else:
+            head = as_model(self.concept_head(), device=self._device)
+            options = {"batch_size": self.batch_size, "progress": self.progress}
+            if self.importance == "sobol":
+                options.update(nb_design=self.nb_design, seed=self.seed)
+            sample_importances = IMPORTANCE_METHODS[self.importance](head, coefficients, t,
+                                                                     **options)
         self.sample_importances_ = sample_importances.float()
         self.importances_ = self.sample_importances_.mean(0)
         return self.importances_
@@ -168,6 +187,20 @@ class Craft(ModelRunner):
         pellucid Explainer and ``targets=k``."""
         self._check_fitted()
         return ConceptModel(self._g, self.factorization_)
+
+    @keeps_model_state
+    def concept_space(self, images: Any) -> tuple[ConceptMaskModel, torch.Tensor, dict]:
+        """``(model, masks, forward_kwargs)``: the model of concept masks
+        (:class:`~.modules.ConceptMaskModel`), masks of ones ``(N, n_concepts)`` and the
+        images' spatial coefficients as ``{"coefficients": u}``. Pellucid metrics on it are
+        concept metrics (Fel et al., 2023): ``Deletion(model, baseline=0)(masks, importances,
+        targets, forward_kwargs=forward_kwargs)`` is C-Deletion; ``Insertion`` (substrate 0)
+        C-Insertion; ``MuFidelity`` C-muFidelity."""
+        return self._concept_space(self._spatial_coefficients(self._check_fitted_images(images)))
+
+    def _concept_space(self, coefficients: torch.Tensor):
+        masks = torch.ones(len(coefficients), self.n_concepts)
+        return ConceptMaskModel(self.concept_head()), masks, {"coefficients": coefficients}
 
     def concept_head(self) -> ConceptHead:
         """``u -> h(u W + offset)`` as an ``nn.Module`` (coefficients ``(N, R)`` or
@@ -285,7 +318,9 @@ def _split_model(model: Any, h: Any, target_layer: Any) -> tuple[nn.Module, nn.M
         if target_layer is None:
             raise ValueError("pass either the two parts Craft(g, h) or a model with "
                              "target_layer=<module, name or index> to split it after that layer")
-        return split_sequential(model, _layer_name(model, target_layer))
+        if isinstance(model, nn.Sequential):
+            return split_sequential(model, _layer_name(model, target_layer))
+        return split_model(model, target_layer)  # torch.fx, see split.py
     if target_layer is not None:
         raise ValueError("pass either h or target_layer, not both: target_layer splits a model, "
                          "h is the second part of an already split one")

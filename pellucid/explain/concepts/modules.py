@@ -6,6 +6,12 @@
 - :class:`ConceptHead`: ``u -> h(u W + offset)``, the rest of the model on concept
   coefficients (per spatial position when ``u`` is ``(B, R, h, w)``). Concept importance is an
   attribution of this module's output to its input ``u``.
+- :class:`ConceptMaskModel`: ``m -> h((u * m) W + offset)``, a model of the concept masks
+  ``m (B, R)`` (1 keeps a concept everywhere, 0 removes it) with the coefficients ``u`` passed
+  per input as ``forward_kwargs={"coefficients": u}``. Any pellucid Explainer on it (baseline
+  0) is a concept importance, and any pellucid metric on it is a concept metric: Deletion,
+  Insertion and MuFidelity on masks of ones give C-Deletion, C-Insertion and C-muFidelity
+  (Fel et al., 2023, "A Holistic Approach ...").
 - :class:`ConceptModel`: ``x -> U``, the concept coefficients of an image (activations
   averaged over space, then encoded). Any pellucid Explainer applied to it with
   ``targets=k`` explains where concept ``k`` comes from in the input.
@@ -75,6 +81,19 @@ class ConceptHead(nn.Module):
 
     def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
         return self.h(decode(coefficients, self.components, self.offset))
+
+
+class ConceptMaskModel(nn.Module):
+    """``(m, coefficients) -> h((coefficients * m) W + offset)``: ``m (B, R)`` scales concept
+    ``k`` at every position of ``coefficients`` ``(B, R)`` or ``(B, R, h, w)``."""
+
+    def __init__(self, head: ConceptHead):
+        super().__init__()
+        self.head = head
+
+    def forward(self, masks: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        spatial = (1,) * (coefficients.ndim - 2)
+        return self.head(coefficients * masks.view(*masks.shape, *spatial))
 
 
 def pool_activations(activations: torch.Tensor) -> torch.Tensor:
