@@ -11,7 +11,7 @@ from torch import nn
 
 from ._shap_values import as_heatmap_array
 
-BLACK_BOX_METHODS = "Occlusion, Rise or Sobol"
+BLACK_BOX_METHODS = "Occlusion, Rise, Sobol, KernelShap, Lime or FeatureAblation"
 
 
 def as_float_tensor(inputs: Any, name: str = "inputs") -> torch.Tensor:
