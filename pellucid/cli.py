@@ -123,7 +123,8 @@ def run_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         return run_and_report(demo_config(args.out, quick=args.quick), None, args.progress,
-                              title="pellucid demo", executor=executor_options(args))
+                              title="pellucid demo", executor=executor_options(args),
+                              concepts=not args.quick)
     finally:
         torch.set_num_threads(threads)
 
@@ -137,12 +138,18 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_and_report(config, out: Path | None, progress: bool, title: str,
-                   executor: dict | None = None) -> int:
+                   executor: dict | None = None, concepts: bool = False) -> int:
+    """Run the benchmark and write its report (``concepts``: with the demo's concept section,
+    CRAFT on the digits CNN)."""
     from .benchmark import run_benchmark, write_report
 
     start = time.perf_counter()
     results = run_benchmark(config, out=out, progress=progress, **(executor or {}))
-    report = write_report(config, out=out, title=title, results=results)
+    extra = []
+    if concepts:
+        from .benchmark.concept_report import concept_section
+        extra.append(concept_section(out if out is not None else config.out, seed=config.seed))
+    report = write_report(config, out=out, title=title, results=results, extra_sections=extra)
     print(summary_text(results))
     print(f"\n{len(results)} results in {time.perf_counter() - start:.0f} s; "
           f"report: {report.resolve()}")

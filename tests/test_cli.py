@@ -151,3 +151,17 @@ def test_an_output_folder_that_cannot_be_written_gets_one_line(tmp_path, capsys)
     error = capsys.readouterr().err
     assert error.startswith("pellucid demo: cannot write the results:")
     assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+
+
+def test_the_demo_report_has_a_concept_section_ranked_by_importance(tmp_path, zoo_cache):
+    """The full demo adds CRAFT's concepts of one digit (the quick one skips them): the section
+    and its gallery exist, and the bottleneck's numbers are in their ranges."""
+    from pellucid.benchmark.concept_report import concept_section
+    section = concept_section(tmp_path, digit=3, n_concepts=3)
+    page = ImageSources()
+    page.feed(section)
+    assert page.sources == ["figures/concepts-digit3.png"]
+    assert (tmp_path / page.sources[0]).is_file()
+    values = dict(re.findall(r"<tr><td>([a-z ]+)</td><td>([-0-9.e]+)</td></tr>", section))
+    assert set(values) == {"reconstruction error", "sparsity", "hoyer sparsity", "fidelity"}
+    assert 0.0 <= float(values["fidelity"]) <= 1.0

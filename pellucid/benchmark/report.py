@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime
 import html
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,12 +58,13 @@ figcaption { color: #59636e; font-size: 0.9rem; }
 
 
 def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path | None = None,
-                 title: str = "pellucid benchmark", results: pd.DataFrame | None = None
-                 ) -> Path:
+                 title: str = "pellucid benchmark", results: pd.DataFrame | None = None,
+                 extra_sections: Sequence[str] = ()) -> Path:
     """Write ``index.html`` (and ``figures/``) for the results of ``config`` in its output
     folder (or ``out``); returns the path of ``index.html``. ``results``: the table
     :func:`~pellucid.benchmark.run_benchmark` returned for this config, whose intervals and
-    paired tests are then reused rather than computed again."""
+    paired tests are then reused rather than computed again. ``extra_sections``: HTML blocks
+    placed after the datasets' sections (the demo's concept section)."""
     config = load_config(config)
     out_dir = Path(out) if out is not None else config.out
     cells = list(plan_cells(config, out_dir))
@@ -92,7 +93,8 @@ def write_report(config: BenchmarkConfig | dict | str | Path, *, out: str | Path
         "cannot tell apart from it. Methods are sorted by their mean rank over the metrics. "
         "<em>Random</em> (uniform random heatmaps), where present, is the chance level; † marks "
         "a method that does not beat it significantly.</p>",
-        *sections, ranking_section(comparison, out_dir), timings_section(results),
+        *sections, *extra_sections, ranking_section(comparison, out_dir),
+        timings_section(results),
         "</body>", "</html>"])
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
