@@ -94,6 +94,20 @@ ZOO: dict[str, ModelSpec] = {
     "suppressor_linear": ModelSpec("suppressor", {}, build_linear,
                                    {"epochs": 60, "lr": 5e-2, "batch_size": 64,
                                     "weight_decay": 0.0}),
+    "chaos_regression_mlp": ModelSpec("chaos_regression",
+                                      {"n_train": 3000, "n_features": 20, "snr": 4.0},
+                                      build_mlp,
+                                      {"hidden": 64, "epochs": 40, "lr": 3e-3, "batch_size": 64,
+                                       "weight_decay": 1e-4}),
+    "chaos_images_cnn": ModelSpec("chaos_images", {}, build_cnn,
+                                  {"channels": 8, "epochs": 15, "lr": 3e-3, "batch_size": 32,
+                                   "weight_decay": 0.0}, target_layer="relu2"),
+    "bam_object_cnn": ModelSpec("bam", {"label": "object", "n_train": 2000}, build_cnn,
+                                {"channels": 16, "epochs": 20, "lr": 3e-3, "batch_size": 32,
+                                 "weight_decay": 0.0}, target_layer="relu2"),
+    "bam_scene_cnn": ModelSpec("bam", {"label": "scene"}, build_cnn,
+                               {"channels": 16, "epochs": 10, "lr": 3e-3, "batch_size": 32,
+                                "weight_decay": 0.0}, target_layer="relu2"),
 }
 
 

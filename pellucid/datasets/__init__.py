@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bam import load_bam
 from .base import Dataset
 from .blockmnist import load_blockmnist
+from .chaos import load_chaos_images, load_chaos_regression
 from .images import Photos, load_digits, load_photos
 from .tabular import load_additive, load_breast_cancer, load_suppressor, load_wine
 
@@ -20,6 +22,9 @@ LOADERS = {
     "additive": load_additive,
     "breast_cancer": load_breast_cancer,
     "wine": load_wine,
+    "chaos_regression": load_chaos_regression,
+    "chaos_images": load_chaos_images,
+    "bam": load_bam,
 }
 
 
@@ -31,4 +36,5 @@ def load(name: str, **params: Any) -> Dataset:
 
 
 __all__ = ["Dataset", "Photos", "LOADERS", "load", "load_digits", "load_blockmnist",
-           "load_suppressor", "load_additive", "load_breast_cancer", "load_wine", "load_photos"]
+           "load_suppressor", "load_additive", "load_breast_cancer", "load_wine", "load_photos",
+           "load_chaos_regression", "load_chaos_images", "load_bam"]

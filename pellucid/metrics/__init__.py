@@ -12,6 +12,7 @@ _EXPORTS = {
     "Infidelity": ".infidelity",
     **dict.fromkeys(["AverageDrop", "AverageIncrease"], ".average_drop"),
     "Monotonicity": ".monotonicity",
+    "Irof": ".irof",
     **dict.fromkeys(["SensitivityMax", "SensitivityAvg", "LocalLipschitz"], ".robustness"),
     "RandomLogit": ".random_logit",
     **dict.fromkeys(["Sparseness", "Complexity", "EffectiveComplexity"], ".complexity"),

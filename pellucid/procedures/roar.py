@@ -93,33 +93,15 @@ class _Retraining(Procedure):
     def evaluate(self, x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> MetricResult:
         """Explain, then retrain on inputs degraded along the heatmaps; see the module
         docstring."""
-        as_numpy = isinstance(x_train, np.ndarray)
-        xs = {"train": check_inputs(x_train), "test": check_inputs(x_test)}
-        if xs["train"].shape[1:] != xs["test"].shape[1:]:
-            raise ValueError(f"x_test inputs {tuple(xs['test'].shape[1:])} differ from x_train "
-                             f"inputs {tuple(xs['train'].shape[1:])}")
-        ys = {"train": check_labels(y_train, len(xs["train"]), "y_train"),
-              "test": check_labels(y_test, len(xs["test"]), "y_test")}
-        model = self._train(xs["train"], ys["train"], as_numpy, repeat=0)
-        heat = {part: self._heatmaps(model, xs[part], ys[part]) for part in xs}
+        xs, ys, as_numpy, ranks, fill = self._prepare(x_train, y_train, x_test, y_test)
         generator = seeded_generator(self.seed)
-        rankings = {"explanation": {part: descending_ranks(heat[part]) for part in heat},
-                    "random": {part: torch.rand(heat[part].reshape(len(heat[part]), -1).shape,
-                                                generator=generator).argsort(1)
-                               for part in heat}}
-        fill = xs["train"].mean(dim=(0, 2, 3) if xs["train"].ndim == 4 else 0, keepdim=True)
-        accuracies = {name: np.empty((self.repeats, len(self.fractions))) for name in rankings}
+        rankings = {"explanation": ranks,
+                    "random": {part: torch.rand(ranks[part].shape, generator=generator).argsort(1)
+                               for part in ranks}}
         bar = tqdm(total=2 * len(self.fractions) * self.repeats, desc=self.name,
                    disable=not self.progress, leave=False)
-        for name, ranks in rankings.items():
-            for j, fraction in enumerate(self.fractions):
-                degraded = {part: self._degrade(xs[part], ranks[part], fraction, fill)
-                            for part in xs}
-                for repeat in range(self.repeats):
-                    model = self._train(degraded["train"], ys["train"], as_numpy, repeat)
-                    accuracies[name][repeat, j] = self._accuracy(model, degraded["test"],
-                                                                 ys["test"])
-                    bar.update()
+        accuracies = {name: self._accuracies(xs, ys, as_numpy, ranking, fill, bar)
+                      for name, ranking in rankings.items()}
         bar.close()
         fractions = np.asarray(self.fractions)
         details = {"accuracy_mean": accuracies["explanation"].mean(0),
@@ -133,6 +115,37 @@ class _Retraining(Procedure):
                             higher_is_better=self.higher_is_better, details=details)
 
     __call__ = evaluate
+
+    def _prepare(self, x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> tuple:
+        """Checked inputs and labels ``{"train": ..., "test": ...}``, whether the user passed
+        numpy arrays, the ``(N, P)`` :func:`descending_ranks` of each split's heatmaps (model
+        trained on the original data, true labels as targets), and the training mean."""
+        as_numpy = isinstance(x_train, np.ndarray)
+        xs = {"train": check_inputs(x_train), "test": check_inputs(x_test)}
+        if xs["train"].shape[1:] != xs["test"].shape[1:]:
+            raise ValueError(f"x_test inputs {tuple(xs['test'].shape[1:])} differ from x_train "
+                             f"inputs {tuple(xs['train'].shape[1:])}")
+        ys = {"train": check_labels(y_train, len(xs["train"]), "y_train"),
+              "test": check_labels(y_test, len(xs["test"]), "y_test")}
+        model = self._train(xs["train"], ys["train"], as_numpy, repeat=0)
+        ranks = {part: descending_ranks(self._heatmaps(model, xs[part], ys[part]))
+                 for part in xs}
+        fill = xs["train"].mean(dim=(0, 2, 3) if xs["train"].ndim == 4 else 0, keepdim=True)
+        return xs, ys, as_numpy, ranks, fill
+
+    def _accuracies(self, xs: dict, ys: dict, as_numpy: bool, ranks: dict, fill: torch.Tensor,
+                    bar: Any) -> np.ndarray:
+        """``(repeats, S)`` test accuracy of models retrained on the splits degraded along
+        ``ranks`` (:meth:`_degrade`) at every fraction."""
+        accuracies = np.empty((self.repeats, len(self.fractions)))
+        for j, fraction in enumerate(self.fractions):
+            degraded = {part: self._degrade(xs[part], ranks[part], fraction, fill)
+                        for part in xs}
+            for repeat in range(self.repeats):
+                model = self._train(degraded["train"], ys["train"], as_numpy, repeat)
+                accuracies[repeat, j] = self._accuracy(model, degraded["test"], ys["test"])
+                bar.update()
+        return accuracies
 
     def _degrade(self, x: torch.Tensor, ranks: torch.Tensor, fraction: float,
                  fill: torch.Tensor) -> torch.Tensor:
