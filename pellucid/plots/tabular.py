@@ -62,6 +62,22 @@ def _explanation_field(attributions: Any, field: str, given: Any) -> Any:
     return getattr(attributions, field, None)
 
 
+def _shap_fields(attributions: Any, feature_values: Any, feature_names: Any, expected: str,
+                 ndim: int) -> dict[str, Any]:
+    """Checked ``values``, ``data`` and ``feature_names`` of a shap plot: arrays, or the fields
+    of a ``shap.Explanation`` where not given."""
+    feature_names = _explanation_field(attributions, "feature_names", feature_names)
+    feature_values = _explanation_field(attributions, "data", feature_values)
+    values = to_numpy(attributions, "attributions")
+    if values.ndim != ndim or values.shape[-1] == 0:
+        raise ValueError(f"{expected}, got shape {values.shape}")
+    data = None if feature_values is None else to_numpy(feature_values, "feature_values")
+    if data is not None and data.shape != values.shape:
+        raise ValueError(f"feature_values must have shape {values.shape}, got {data.shape}")
+    return {"values": values, "data": data,
+            "feature_names": _names(feature_names, values.shape[-1])}
+
+
 def _shap_plot(draw: Any, title: str | None) -> Figure:
     """Run a shap plotting function on a fresh figure that is then detached from pyplot, so
     nothing is left open (shap draws on the current figure, hence no ``ax=``)."""
@@ -92,20 +108,12 @@ def waterfall(attributions: Any, feature_names: Sequence[str] | None = None, *,
     model output; default 0) to ``base_value + sum(attributions)``, one step per feature.
     Drawn by ``shap.plots.waterfall``.
     """
-    feature_names = _explanation_field(attributions, "feature_names", feature_names)
-    feature_values = _explanation_field(attributions, "data", feature_values)
     base_value = _explanation_field(attributions, "base_values", base_value)
-    values = to_numpy(attributions, "attributions")
-    if values.ndim != 1:
-        raise ValueError(f"waterfall shows one explanation: attributions must be (F,), "
-                         f"got shape {values.shape}")
-    data = None if feature_values is None else to_numpy(feature_values, "feature_values")
-    if data is not None and data.shape != values.shape:
-        raise ValueError(f"feature_values must have shape {values.shape}, got {data.shape}")
     shap = _shap()
-    explanation = shap.Explanation(values=values, data=data,
-                                   base_values=float(0.0 if base_value is None else base_value),
-                                   feature_names=_names(feature_names, len(values)))
+    explanation = shap.Explanation(**_shap_fields(
+        attributions, feature_values, feature_names, "waterfall shows one explanation: "
+        "attributions must be (F,)", ndim=1),
+        base_values=float(0.0 if base_value is None else base_value))
     return _shap_plot(lambda: shap.plots.waterfall(explanation, max_display=max_display,
                                                    show=False), title)
 
@@ -117,17 +125,9 @@ def beeswarm(attributions: Any, feature_values: Any = None,
     feature (the most important on top, by mean absolute attribution), one dot per sample at
     its attribution, coloured by the feature's value when ``feature_values`` ``(N, F)`` are
     given. Drawn by ``shap.plots.beeswarm``."""
-    feature_names = _explanation_field(attributions, "feature_names", feature_names)
-    feature_values = _explanation_field(attributions, "data", feature_values)
-    values = to_numpy(attributions, "attributions")
-    if values.ndim != 2 or values.shape[1] == 0:
-        raise ValueError(f"beeswarm summarises a data set: attributions must be (N, F), "
-                         f"got shape {values.shape}")
-    data = None if feature_values is None else to_numpy(feature_values, "feature_values")
-    if data is not None and data.shape != values.shape:
-        raise ValueError(f"feature_values must have shape {values.shape}, got {data.shape}")
     shap = _shap()
-    explanation = shap.Explanation(values=values, data=data,
-                                   feature_names=_names(feature_names, values.shape[1]))
+    explanation = shap.Explanation(**_shap_fields(
+        attributions, feature_values, feature_names, "beeswarm summarises a data set: "
+        "attributions must be (N, F)", ndim=2))
     return _shap_plot(lambda: shap.plots.beeswarm(explanation, max_display=max_display,
                                                   show=False, plot_size=None), title)
