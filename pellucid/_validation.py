@@ -75,6 +75,13 @@ def check_input_matches_module(x: torch.Tensor, module: nn.Module) -> None:
                          f"features; inputs have {x.shape[1]}")
 
 
+def check_fits_images(name: str, size: int, x: torch.Tensor) -> None:
+    """A grid or patch ``size`` no larger than the images ``x`` (tabular inputs pass)."""
+    if x.ndim == 4 and size > min(x.shape[2:]):
+        raise ValueError(f"{name}={size} is larger than the images ({x.shape[2]} x "
+                         f"{x.shape[3]}); choose {name} <= {min(x.shape[2:])}")
+
+
 def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

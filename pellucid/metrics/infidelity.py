@@ -27,7 +27,8 @@ import torch
 from .._baselines import check_baseline, make_baseline
 from .._batching import score_generated
 from .._scoring import runs_by_sample
-from .._validation import check_choice, check_non_negative, check_positive_int
+from .._validation import (check_choice, check_fits_images, check_non_negative,
+                           check_positive_int)
 from .base import MetricResult, ModelMetric
 
 PERTURBATIONS = ("gaussian", "square")
@@ -72,9 +73,7 @@ class Infidelity(ModelMetric):
             if x.ndim != 4:
                 raise ValueError("Infidelity(perturbation='square') needs images (N, C, H, W); "
                                  f"got shape {tuple(x.shape)}: use 'gaussian' for tabular data")
-            if self._patch(x.shape) > min(x.shape[2:]):
-                raise ValueError(f"patch_size={self.patch_size} is larger than the images "
-                                 f"({x.shape[2]} x {x.shape[3]})")
+            check_fits_images("patch_size", self._patch(x.shape), x)
 
     def _patch(self, shape: torch.Size) -> int:
         return self.patch_size or max(1, min(shape[2], shape[3]) // 4)

@@ -17,7 +17,7 @@ import torch
 
 from .._batching import score_generated
 from .._scoring import runs_by_sample
-from .._validation import check_positive_int
+from .._validation import check_fits_images, check_positive_int
 from .base import MetricResult, ModelMetric
 from .ground_truth import spearman_rows
 
@@ -65,10 +65,7 @@ class Monotonicity(ModelMetric):
         self.probabilities = bool(probabilities)
 
     def _check_inputs(self, x):
-        if x.ndim == 4 and self.grid_size > min(x.shape[2:]):
-            raise ValueError(f"grid_size={self.grid_size} is larger than the images "
-                             f"({x.shape[2]} x {x.shape[3]}); choose grid_size <= "
-                             f"{min(x.shape[2:])}")
+        check_fits_images("grid_size", self.grid_size, x)
 
     def _score(self, x, heatmaps, scorer):
         n, nb = len(x), self.nb_samples
