@@ -39,7 +39,8 @@ class Lima(GroupExplainer):
     softmax output ``p`` (pass ``feature_extractor(outputs) -> (n, D)``, e.g. reading an
     embedding element of a tuple output). Default weights follow the authors' black-box
     classifier code (consistency 20, collaboration 5, confidence 0.01); effectiveness is 0 by
-    default (on the digits CNN it lowered Insertion and Deletion, ``benchmarks/bench_lima.py``).
+    default (that code has none; with weight 1 on the digits CNN Deletion got slightly worse and
+    Insertion moved within its noise, ``benchmarks/bench_lima.py``).
 
     Search (``search``): ``"greedy"`` adds, at each step, the region with the largest
     ``F(S + {a})``; ``"bidirectional"`` (LiMA) also fills the ranking from its end: after the
