@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from .._baselines import check_baseline, make_baseline
-from .._batching import score_generated
-from .._validation import check_positive_int, check_probability
+from .._layer_masking import check_layer_masking, layer_masked_scores
+from .._batching import iter_slices, score_generated
+from .._validation import check_fits_images, check_positive_int, check_probability
 from .._scoring import descending_ranks, normalized_auc, pearson_rows, runs_by_sample
 from .base import MetricResult, ModelMetric
 
@@ -43,14 +44,19 @@ class _CausalMetric(ModelMetric):
     starts_from_input = True
 
     def __init__(self, model: Any, *, step: int | None = None, baseline: Any = None,
-                 probabilities: bool = True, **common: Any):
+                 probabilities: bool = True, masking: str = "fill", **common: Any):
         super().__init__(model, **common)
+        check_layer_masking(masking, self._model)
+        self.masking = masking
         self.step = None if step is None else check_positive_int("step", step)
         self.baseline = None if baseline is None else check_baseline(baseline)
         self.probabilities = bool(probabilities)
 
     def _default_baseline(self, x: torch.Tensor) -> Any:
         return 0.0
+
+    def _check_inputs(self, x):
+        check_layer_masking(self.masking, self._model, x)
 
     def _score(self, x, heatmaps, scorer):
         n, n_pixels = len(x), heatmaps[0].numel()
@@ -76,8 +82,22 @@ class _CausalMetric(ModelMetric):
                             out=out[rows])
             return out, torch.arange(s.start, s.stop) // points
 
-        scores = score_generated(scorer, n * points, make_inputs, batch_size=self.batch_size,
-                                 progress=self.progress, desc=self.name)
+        def layer_masked(s: slice) -> torch.Tensor:
+            # the pixels that hold the input are kept; the others are masked at every layer
+            keep = torch.empty((s.stop - s.start, n_pixels), device=device)
+            for sample, rows, steps in runs_by_sample(s, points):
+                replaced = ranks[sample] < changed[steps, None]
+                keep[rows] = (replaced != self.starts_from_input).to(keep)
+            batch, rows = make_inputs(s)
+            return layer_masked_scores(scorer, batch, rows, keep.view(-1, *x.shape[2:]))
+
+        if self.masking == "layer":
+            scores = torch.cat([layer_masked(s) for s in iter_slices(
+                n * points, self.batch_size, self.progress, self.name)])
+        else:
+            scores = score_generated(scorer, n * points, make_inputs,
+                                     batch_size=self.batch_size, progress=self.progress,
+                                     desc=self.name)
         curves = scores.view(n, points)
         return MetricResult(self.name, normalized_auc(curves.numpy()), curves=curves.numpy(),
                             fractions=(changed.double().cpu() / n_pixels).numpy(),
@@ -94,15 +114,18 @@ class Deletion(_CausalMetric):
             ``"mean"`` (per-image channel mean; tabular: batch feature mean) or ``"blur"``.
         probabilities: score the softmax probability of the target (True, RISE) or the raw
             output (False).
+        masking: ``"fill"`` (removed pixels become the baseline) or ``"layer"`` (layer masking,
+            Balasubramanian & Feizi 2023: they are masked at every layer of a CNN;
+            :mod:`pellucid._layer_masking`; images and torch Modules, ``baseline`` unused).
     """
 
     name = "deletion"
     higher_is_better = False
 
     def __init__(self, model: Any, *, step: int | None = None, baseline: Any = 0.0,
-                 probabilities: bool = True, **common: Any):
+                 probabilities: bool = True, masking: str = "fill", **common: Any):
         super().__init__(model, step=step, baseline=baseline, probabilities=probabilities,
-                         **common)
+                         masking=masking, **common)
 
 
 class Insertion(_CausalMetric):
@@ -115,6 +138,8 @@ class Insertion(_CausalMetric):
             tabular; or a number, a tensor, ``"mean"`` or ``"blur"``.
         probabilities: score the softmax probability of the target (True, RISE) or the raw
             output (False).
+        masking: ``"fill"`` or ``"layer"``: the pixels not yet inserted are masked at every
+            layer of a CNN instead of showing the baseline (as Deletion).
     """
 
     name = "insertion"
@@ -153,10 +178,7 @@ class MuFidelity(ModelMetric):
         self.probabilities = bool(probabilities)
 
     def _check_inputs(self, x):
-        if x.ndim == 4 and self.grid_size > min(x.shape[2:]):
-            raise ValueError(f"grid_size={self.grid_size} is larger than the images "
-                             f"({x.shape[2]} x {x.shape[3]}); choose grid_size <= "
-                             f"{min(x.shape[2:])}")
+        check_fits_images("grid_size", self.grid_size, x)
 
     def _cells(self, x: torch.Tensor) -> tuple[torch.Tensor | None, int]:
         """Cell index of every pixel (None for tabular) and the number of cells."""

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from ..._baselines import check_baseline, make_baseline
-from ..._batching import score_generated
+from ..._batching import iter_slices, score_generated
+from ..._layer_masking import check_layer_masking, layer_masked_scores
 from ..._scorer import Scorer
 from ..base import Explainer
 
@@ -35,6 +36,10 @@ class Occlusion(Explainer):
         probabilities: explain the drop in probability (softmax of a Module's logits) instead of
             the drop in the model's raw scores (the default: logits for a Module; a scikit-learn
             estimator's raw scores are already ``predict_proba`` when it has one).
+        masking: ``"fill"`` (the window becomes the baseline) or ``"layer"`` (layer masking,
+            Balasubramanian & Feizi 2023: the window is masked at every layer of a CNN, so the
+            model never sees a fill; :mod:`pellucid._layer_masking`;
+            images and torch Modules only; ``baseline`` is then unused).
 
     Cost: ``N * (windows + 1)`` forward passes, ``batch_size`` occluded copies at a time.
     """
@@ -42,8 +47,11 @@ class Occlusion(Explainer):
     default_image_patch = 8
 
     def __init__(self, model: Any, *, patch_size: Any = None, stride: Any = None,
-                 baseline: Any = 0.0, probabilities: bool = False, **common: Any):
+                 baseline: Any = 0.0, probabilities: bool = False, masking: str = "fill",
+                 **common: Any):
         super().__init__(model, **common)
+        check_layer_masking(masking, self._model)
+        self.masking = masking
         self.patch_size = check_window("patch_size", patch_size)
         self.stride = check_window("stride", stride)
         self.baseline = check_baseline(baseline)
@@ -51,6 +59,7 @@ class Occlusion(Explainer):
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         self._windows(x.shape)  # sizes that do not fit raise here, before any forward pass
+        check_layer_masking(self.masking, self._model, x)
         make_baseline(self.baseline, x)
 
     multi_target = True
@@ -81,8 +90,21 @@ class Occlusion(Explainer):
                 out[j, :, r:r + height, c:c + width] = baseline[n, :, r:r + height, c:c + width]
             return out.view(len(sample), *x.shape[1:]), sample
 
-        scores = score_generated(scorer, len(x) * k, make_inputs, batch_size=self.batch_size,
-                                 progress=self.progress, desc="Occlusion")
+        def layer_masked(s: slice) -> torch.Tensor:
+            batch, sample = make_inputs(s)
+            keep = torch.ones(len(sample), *images.shape[2:], device=images.device)
+            for j, w in enumerate((torch.arange(s.start, s.stop) % k).tolist()):
+                keep[j, row_starts[w]:row_starts[w] + height,
+                     col_starts[w]:col_starts[w] + width] = 0
+            return layer_masked_scores(scorer, batch, sample, keep)
+
+        if self.masking == "layer":
+            scores = torch.cat([layer_masked(s) for s in iter_slices(
+                len(x) * k, self.batch_size, self.progress, "Occlusion")])
+        else:
+            scores = score_generated(scorer, len(x) * k, make_inputs,
+                                     batch_size=self.batch_size, progress=self.progress,
+                                     desc="Occlusion")
         scores = scores.view(len(x), k, -1)              # (N, 1 + windows, T)
         drops = scores[:, :1] - scores[:, 1:]
         total = torch.zeros(len(x), scores.shape[2], images.shape[2], images.shape[3])
