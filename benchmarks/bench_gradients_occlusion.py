@@ -1,9 +1,10 @@
 """IntegratedGradients and Occlusion: pellucid vs Captum vs the bare passes they need.
 
-All timings (CPU time of this process) come from this one run, on the same model, inputs and batch size, so only ratios
-are printed as results. "bare" is the least any implementation must do: for IG, forward +
-backward of the ``N * steps`` path points (built in advance, batch by batch); for Occlusion,
-inference-mode forward passes of the ``N * (windows + 1)`` occluded copies (built in advance).
+All timings (CPU time of this process) come from this one run, on the same model, inputs and
+batch size, so only ratios are printed as results. "bare" is the least any implementation must
+do: for IG, forward + backward of the ``N * steps`` path points (built in advance, batch by
+batch); for Occlusion, inference-mode forward passes of the ``N * (windows + 1)`` occluded
+copies (built in advance).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_gradients_occlusion.py [--threads 1] [--repeats 5]
 """

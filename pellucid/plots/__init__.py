@@ -9,7 +9,6 @@ from .overlay import overlay
 from .significance import cliques, critical_difference_diagram, significance_matrix
 from .tabular import beeswarm, tabular_bars, waterfall
 
-__all__ = ["overlay", "method_grid", "plot_curves", "plot_roar", "concept_gallery", "top_crops", "tcav_bars",
-           "concept_tree_figure",
-           "tabular_bars", "waterfall", "beeswarm", "save_figure", "critical_difference_diagram",
-           "significance_matrix", "cliques"]
+__all__ = ["overlay", "method_grid", "plot_curves", "plot_roar", "concept_gallery", "top_crops",
+           "tcav_bars", "concept_tree_figure", "tabular_bars", "waterfall", "beeswarm",
+           "save_figure", "critical_difference_diagram", "significance_matrix", "cliques"]
