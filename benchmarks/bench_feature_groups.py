@@ -18,12 +18,13 @@ model, superpixels and number of evaluations, as their users would run them:
 Runs are interleaved, best of ``--repeats``; wall-clock and process CPU time are both given
 (other processes share the cores).
 
-Memory: in a fresh child process per case, the peak resident memory (``VmHWM``) of
-KernelShap / Lime with 20 000 samples on one 224 x 224 image (SLIC, about 100 superpixels,
-batch 64, a cheap pooled linear model), above the memory before the call, next to the peak of
-the bare forward passes of one batch (inputs + the model's activations). What the explainer holds
-beyond the model's activations is compared with the budget of ``batch_size`` perturbed copies
-plus one batch of full-size masks.
+Memory: in a fresh child process per case (glibc's default malloc), the peak resident memory
+(``VmHWM``) above the memory before the call of KernelShap, Lime, ShapleyValueSampling (about
+20 000 evaluations each) and FeatureAblation (its ``M + 1``) on one 224 x 224 image (SLIC, about
+100 superpixels, batch 64, a cheap pooled linear model), after a warm-up call; the model's own
+memory (the bare passes minus their batch of inputs) is subtracted, and the rest compared with
+the budget of ``batch_size`` perturbed copies plus one batch of full-size float32 masks
+(accounting in :func:`memory`).
 
     python benchmarks/bench_feature_groups.py [--repeats 3] [--threads 1] [--samples 512]
 """
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -42,7 +42,7 @@ import torch
 
 from bench_rise_sobol import resnet18, small_cnn, timed
 from pellucid import features
-from pellucid.explain import KernelShap, Lime
+from pellucid.explain import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
 
 
 def smooth_image(side: int, seed: int = 0) -> torch.Tensor:
@@ -149,56 +149,71 @@ def reset_peak() -> None:
 
 
 def memory_case(case: str, n_samples: int, batch_size: int) -> dict:
-    """Run in a child: peak resident memory (KiB) above the memory before the work."""
+    """Run in a child: peak resident memory (KiB) of one case above the memory before it,
+    after a warm-up call of the same case on ``batch_size`` samples (imports, lazy
+    initialisations and the model's first pass are one-time costs, kept out of every case)."""
     model, image = pooled_linear(), smooth_image(224)
     mask = features.slic(image, n_segments=100)[0]
-    with torch.inference_mode():
-        model(image)
+    m = int(mask.max()) + 1
+    passes = -(-n_samples // batch_size)
+    classes = {"KernelShap": KernelShap, "Lime": Lime, "FeatureAblation": FeatureAblation,
+               "ShapleyValueSampling": ShapleyValueSampling}
+
+    def nb_samples(n: int) -> int:  # ShapleyValueSampling: permutations of M - 1 evaluations
+        return max(2, round(n / (m - 1))) if case == "ShapleyValueSampling" else n
+
+    def run(n: int) -> None:
+        if case == "bare":  # the same passes as the explainers over one pre-built batch
+            bare_forward(model, torch.rand(batch_size, 3, 224, 224),
+                         -(-n // batch_size) * batch_size)
+            return
+        kwargs = {} if case == "FeatureAblation" else {"nb_samples": nb_samples(n)}
+        classes[case](model, feature_mask=mask, batch_size=batch_size, progress=False,
+                      **kwargs)(image, 0)
+    run(batch_size)                          # warm-up
     reset_peak()
     before = status_kib("VmRSS")
-    if case == "bare":
-        bare_forward(model, torch.rand(batch_size, 3, 224, 224), batch_size)
-    else:
-        cls = KernelShap if case == "KernelShap" else Lime
-        cls(model, nb_samples=n_samples, feature_mask=mask, batch_size=batch_size,
-            progress=False)(image, 0)
-    return {"peak_kib": status_kib("VmHWM") - before, "groups": int(mask.max()) + 1}
+    run(n_samples)
+    evaluations = {"bare": passes * batch_size, "KernelShap": n_samples + 2, "Lime": n_samples,
+                   "FeatureAblation": m + 1,
+                   "ShapleyValueSampling": 2 * -(-nb_samples(n_samples) // 2) * (m - 1) + 2}
+    return {"peak_kib": status_kib("VmHWM") - before, "groups": m,
+            "evaluations": evaluations[case]}
 
 
 def memory(args: argparse.Namespace) -> None:
-    for allocator, env in (("glibc defaults", {}),
-                           ("MALLOC_MMAP_THRESHOLD_=65536", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
-        memory_table(args.batch_size, allocator, env)
+    """The memory cases, each in a child process (glibc's default malloc).
 
-
-def memory_table(batch_size: int, allocator: str, env: dict) -> None:
-    """The memory cases in child processes under one malloc setting. With glibc's defaults
-    the heap fragments (its mmap threshold grows after the first large free, then each pass's
-    temporaries are carved from a heap that small long-lived objects keep from shrinking), so
-    RSS creeps up over 20 000 passes although the live memory does not; a fixed mmap
-    threshold shows the live memory."""
-    n, results = 20_000, {}
-    for case in ("bare", "KernelShap", "Lime"):
+    Accounting: ``bare`` is the peak of the same number of passes over one pre-built batch of
+    ``batch_size`` inputs (allocated inside the measured window), so the model's own memory
+    (activations, allocator slack over the passes) is ``bare`` minus that batch. An explainer's
+    own memory is its peak minus the model's own memory; the budget is ``batch_size`` perturbed
+    copies of the input plus one batch of full-size masks in the input's dtype (float32). All
+    peaks are ``VmHWM`` minus ``VmRSS`` at the start of the call, in MiB."""
+    n, batch_size, results = 20_000, args.batch_size, {}
+    for case in ("bare", "KernelShap", "Lime", "ShapleyValueSampling", "FeatureAblation"):
         out = subprocess.run([sys.executable, __file__, "--memory-case", case, "--batch-size",
-                              str(batch_size)], capture_output=True, text=True, check=True,
-                             env={**os.environ, **env})
+                              str(batch_size)], capture_output=True, text=True, check=True)
         results[case] = json.loads(out.stdout.strip().splitlines()[-1])
     mib = 1 / 1024
     copies = batch_size * 3 * 224 * 224 * 4 / 2 ** 20
     masks = batch_size * 224 * 224 * 4 / 2 ** 20
-    activations = results["bare"]["peak_kib"] * mib - copies
-    print(f"\nmemory: {n} samples, one 224 x 224 image, {results['KernelShap']['groups']} SLIC "
-          f"superpixels, batch_size {batch_size}, pooled linear model, {allocator}; peak RSS above "
-          "the start")
-    print(f"bare passes of one batch: {results['bare']['peak_kib'] * mib:6.1f} MiB (inputs "
-          f"{copies:.1f} MiB + the model's activations {activations:.1f} MiB)")
     budget = copies + masks
-    for case in ("KernelShap", "Lime"):
+    bare = results["bare"]["peak_kib"] * mib
+    model_own = max(0.0, bare - copies)  # a few pages of the batch may not be resident
+    print(f"\nmemory: {n} samples, one 224 x 224 image, {results['KernelShap']['groups']} SLIC "
+          f"superpixels, batch_size {batch_size}, pooled linear model, glibc's default malloc; "
+          "peak RSS above the start of the call")
+    print(f"bare passes ({results['bare']['evaluations']} inputs): {bare:6.1f} MiB = one batch "
+          f"of inputs {copies:.1f} + the model's own {model_own:.1f}")
+    print(f"budget: {batch_size} perturbed copies {copies:.1f} + one batch of float32 masks "
+          f"{masks:.1f} = {budget:.1f} MiB")
+    for case in ("KernelShap", "Lime", "ShapleyValueSampling", "FeatureAblation"):
         peak = results[case]["peak_kib"] * mib
-        beyond = peak - activations
-        print(f"{case:10s}: {peak:6.1f} MiB; beyond the model's activations {beyond:6.1f} MiB "
-              f"vs budget {budget:.1f} MiB ({batch_size} perturbed copies {copies:.1f} + one "
-              f"batch of masks {masks:.1f})")
+        own = peak - model_own
+        print(f"{case:20s} ({results[case]['evaluations']:5d} evaluations): peak {peak:6.1f} MiB"
+              f", own {own:6.1f} MiB = {own / budget:4.2f} x budget "
+              f"({'within' if own <= budget else 'OVER'})", flush=True)
 
 
 def main() -> None:

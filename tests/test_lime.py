@@ -81,3 +81,23 @@ def test_bad_hyperparameters_raise():
                          ({"nb_samples": 0}, "nb_samples")]:
         with pytest.raises(ValueError, match=message):
             Lime(small_cnn(), **bad)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1e-3])
+def test_chunked_weighted_ridge_equals_sklearn_ridge_and_r2_score(alpha):
+    """The ridge Lime solves by chunked normal equations (memory) against scikit-learn's Ridge
+    with sample weights and r2_score, on more samples than one chunk, several targets."""
+    from sklearn.metrics import r2_score
+
+    from pellucid.explain.groups.lime import weighted_ridge
+    rng = np.random.default_rng(0)
+    z = torch.from_numpy(rng.random((5000, 12)) < 0.5)
+    targets = np.stack([z.numpy() @ rng.normal(size=12) + rng.normal(size=5000),
+                        np.tanh(z.numpy() @ rng.normal(size=12))], 1)
+    weights = rng.random(5000) + 0.1
+    coefficients, r2 = weighted_ridge(z, targets, weights, alpha)
+    reference = Ridge(alpha=alpha).fit(z.double().numpy(), targets, sample_weight=weights)
+    np.testing.assert_allclose(coefficients, reference.coef_.T, rtol=0, atol=1e-6)
+    expected = r2_score(targets, reference.predict(z.double().numpy()), sample_weight=weights,
+                        multioutput="raw_values")
+    np.testing.assert_allclose(r2, expected, rtol=0, atol=1e-6)

@@ -74,7 +74,7 @@ class KernelShap(GroupExplainer):
         return values, {"prediction": prediction, "base_value": base}
 
 
-_CHUNK = 4096  # coalitions per step of the normal equations
+_CHUNK = 2048  # coalitions per step of the normal equations and of the sampling
 
 
 def shapley_kernel_design(m: int, nb_samples: int, generator: torch.Generator
@@ -117,8 +117,11 @@ def _sampled_pairs(m: int, size_pairs: list[tuple[int, ...]], mass: np.ndarray, 
     draws = max(1, budget // 2)
     picks = torch.multinomial(pair_mass, draws, replacement=True, generator=generator)
     smallest = torch.tensor([pair[0] for pair in size_pairs])[picks]
-    keys = torch.rand(draws, m, generator=generator)  # the `size` smallest keys are kept
-    chosen = keys <= keys.sort(1).values.gather(1, smallest[:, None] - 1)
-    both = torch.cat([chosen, ~chosen])
+    both = torch.empty(2 * draws, m, dtype=torch.bool)
+    for s in iter_slices(draws, _CHUNK):  # a chunk at a time: the float keys and their sort
+        # are 16 bytes per draw and group (the same numbers as one torch.rand(draws, m))
+        keys = torch.rand(s.stop - s.start, m, generator=generator)  # the `size` smallest kept
+        chosen = keys <= keys.sort(1).values.gather(1, smallest[s, None] - 1)
+        both[s], both[draws + s.start:draws + s.stop] = chosen, ~chosen
     unique, counts = torch.unique(both, dim=0, return_counts=True)
     return unique, counts.double()
