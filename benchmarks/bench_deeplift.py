@@ -163,8 +163,10 @@ def architecture_speed(n=16):
 
 def lrp_conservation(n=3):
     """max_i |sum(R_i) - f_c(x)| / |f_c(x)| of each composite (predicted classes): biases,
-    batch-norm shifts, epsilon and the LN-rule absorb relevance, so this is not 0."""
-    composites = ("epsilon", "epsilon_plus", "epsilon_gamma", "epsilon_alpha2_beta1", "zplus")
+    unfolded batch-norm shifts, epsilon and the LN-rule absorb relevance, so this is not 0."""
+    composites = ("epsilon", "epsilon_plus", "epsilon_gamma", "epsilon_alpha2_beta1", "zplus",
+                  "epsilon_plus_flat", "epsilon_gamma_box")
+    bounds = {"epsilon_gamma_box": {"low": 0.0, "high": 1.0}}  # the images are in [0, 1]
     print(f"\nLRP conservation error\n{'architecture':<14}" + "".join(
         f"{name:>22}" for name in composites))
     x = architecture_inputs(n)
@@ -174,7 +176,8 @@ def lrp_conservation(n=3):
             scores = model(x)
         targets = scores.argmax(1)
         expected = scores.gather(1, targets[:, None])[:, 0]
-        errors = [relative_errors(LRP(model, composite=composite, progress=False)(
+        errors = [relative_errors(LRP(model, composite=composite, progress=False,
+                                      **bounds.get(composite, {}))(
             x, targets).flatten(1).sum(1), expected) for composite in composites]
         print(f"{name:<14}" + "".join(f"{error:>22.2e}" for error in errors))
 

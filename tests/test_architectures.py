@@ -1,18 +1,25 @@
-"""Every explainer of the contract suite on every architecture of tests/architectures.py (ResNet,
+"""The explainers of the contract suite on the architectures of tests/architectures.py (ResNet,
 ConvNeXt, Swin, MobileNetV3, EfficientNet, DenseNet, two ViTs): heatmaps of the inputs' size,
-finite, float32, the model unchanged. CAMs on the ViTs get a token layer and ``vit_reshape``
-(their automatic choice needs a convolutional stage); the attention explainers run on the ViTs
-only (they need self-attention)."""
+finite, float32, the model unchanged. Every white-box explainer runs on ``REPRESENTATIVE`` (a
+CNN with channels-last stages, Swin, a ViT), with the contract suite's FAST settings, the black-box
+ones (forward passes only: the architecture does not change their code path) on the ViT; a
+subset that covers each family (``EVERYWHERE``: DeepLIFT, a CAM, a perturbation method, LRP,
+Guided Backprop) runs on all eight; the attention explainers on both ViTs (nn.MultiheadAttention
+and scaled_dot_product_attention are captured differently). CAMs on the ViTs get a token layer
+and ``vit_reshape``."""
 import pytest
 import torch
 
 import pellucid.explain as explain_package
 import test_contract
 from architectures import ARCHITECTURES, TOKEN_MODELS, architecture_inputs, make_architecture
+from pellucid.explain.base import WhiteBoxExplainer
 from pellucid.explain.cam.base import BaseCAM
 from pellucid.explain.cam.reshape import vit_reshape
 
 VIT_ONLY = getattr(test_contract, "VIT_ONLY", [])
+REPRESENTATIVE = ("convnext", "swin", "vit_mha")
+EVERYWHERE = ("DeepLift", "GradCAM", "Occlusion", "LRP", "GuidedBackprop")
 
 
 def is_cam(name):
@@ -25,14 +32,32 @@ def settings(name, architecture):
     return {}
 
 
-CASES = [(name, architecture) for name in test_contract.EXPLAINERS for architecture in ARCHITECTURES
-         if "images" in getattr(explain_package, name).input_kinds]
+def architectures_of(name):
+    if name in VIT_ONLY:
+        return list(TOKEN_MODELS)
+    if name == "Eva":  # bounds ReLU CNNs only; the others are refused (tests/test_eva.py)
+        return ["resnet"]
+    if name in EVERYWHERE:
+        return list(ARCHITECTURES)
+    if not issubclass(getattr(explain_package, name), WhiteBoxExplainer):
+        return ["vit_mha"]
+    return list(REPRESENTATIVE)
+
+
+CASES = [(name, architecture) for name in test_contract.EXPLAINERS
+         if "images" in getattr(explain_package, name).input_kinds
+         for architecture in architectures_of(name)]
+
+
+def test_the_cases_cover_every_architecture_and_explainer():
+    assert {architecture for _, architecture in CASES} == set(ARCHITECTURES)
+    images = {name for name in test_contract.EXPLAINERS
+              if "images" in getattr(explain_package, name).input_kinds}
+    assert {name for name, _ in CASES} == images and set(EVERYWHERE) <= images
 
 
 @pytest.mark.parametrize("name, architecture", CASES)
-def test_every_explainer_runs_on_every_architecture(name, architecture):
-    if name in VIT_ONLY and architecture not in TOKEN_MODELS:
-        pytest.skip(f"{name} explains self-attention; {architecture} has none")
+def test_explainer_runs_on_the_architecture(name, architecture):
     model = make_architecture(architecture)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = architecture_inputs(2)
@@ -51,8 +76,38 @@ def test_every_explainer_runs_on_every_architecture(name, architecture):
     ("densenet", "norm", False)])
 def test_automatic_layer_is_the_last_stage(architecture, layer, channels_last):
     from pellucid.explain.cam.base import choose_target_layer
+    from pellucid.explain.cam.reshape import channels_last_reshape
     model = make_architecture(architecture)
-    assert choose_target_layer(model, architecture_inputs(1)) == (layer, channels_last)
+    name, reshape = choose_target_layer(model, architecture_inputs(1))
+    assert name == layer and reshape is (channels_last_reshape if channels_last else None)
+
+
+@pytest.mark.parametrize("architecture", list(TOKEN_MODELS))
+def test_automatic_layer_of_a_vit_is_the_last_block_input_norm(architecture):
+    """Not the patch embedding (the last 4-D output): the last token layer whose patch tokens
+    reach the class-token head, read with vit_reshape(4, 4); Grad-CAM then equals the
+    explicit choice, and frozen parameters do not change it."""
+    from pellucid.explain import GradCAM
+    from pellucid.explain.cam.base import choose_target_layer
+    model = make_architecture(architecture)
+    x = architecture_inputs(2)
+    name, reshape = choose_target_layer(model, x)
+    assert name == TOKEN_MODELS[architecture]
+    assert (reshape.height, reshape.width, reshape.drop_class_token) == (4, 4, True)
+    explicit = GradCAM(model, target_layer=TOKEN_MODELS[architecture],
+                       reshape=vit_reshape(4, 4), progress=False)(x, 1)
+    torch.testing.assert_close(GradCAM(model, progress=False)(x, 1), explicit)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    assert choose_target_layer(model, x)[0] == TOKEN_MODELS[architecture]
+
+
+def test_token_grids_are_read_from_the_input_shape():
+    from pellucid.explain.cam.base import token_reshape
+    assert repr(token_reshape(17, (16, 16))) == repr(vit_reshape(4, 4))
+    assert repr(token_reshape(9, (16, 32))) == repr(vit_reshape(2, 4))
+    assert token_reshape(12, (16, 16)) is None and token_reshape(17, (16, 32)) is None
+    assert token_reshape(16, (16, 16)) is None  # no class token: left to the 4-D stages
 
 
 def test_channels_last_reading_of_ambiguous_shapes():

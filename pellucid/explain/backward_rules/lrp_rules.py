@@ -11,25 +11,30 @@ induction the gradient ``g`` reaching an output ``z`` satisfies ``R_z = z * g``,
 - ``gamma``: ``W + gamma W+``, ``b + gamma b+`` (stabilised by 1e-9);
 - ``zplus``: ``a W+`` (no bias); conserves, and for non-negative inputs and a positive score
   gives non-negative relevance;
-- ``alpha_beta``: ``alpha * (a W+ share) - beta * (a W- share)`` with ``alpha - beta = 1``.
+- ``alpha_beta``: ``alpha * (a W+ share) - beta * (a W- share)`` with ``alpha - beta = 1``;
+- input layers only: ``flat`` and ``zbox`` (z^B), whose relevance is not of the form
+  ``a * grad`` and is sent to a ``carrier`` instead (see :class:`LRPMode`).
+
+An eval-mode batch norm right after a convolution/linear layer is folded into it (that layer's
+rule sees ``W gamma / sigma`` and ``(b - mu) gamma / sigma + beta``).
 
 The rest of the network, as the common "LRP for transformers" choices (Ali et al., 2022;
 Achtibat et al., 2024): elementwise activations pass relevance unchanged (``R_in = R_out``, the
-identity rule; for ReLU this is the gradient); additions, concatenation, pooling and eval-mode
-batch norm keep their gradient (additions split relevance in proportion to their terms; batch
-norm is the LRP-0 rule of a diagonal layer, its shift absorbs relevance: not folded into the
-preceding layer); products of two input-dependent tensors split it in halves (the uniform
-rule); LayerNorm/GroupNorm/RMSNorm treat the standard deviation as a constant (the LN-rule) and
-a division by an input-dependent tensor treats the divisor as constant; softmax outputs are
-constants (the attention weights: relevance flows through the values only, the AH-rule), for
-``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` too (whose inner projections
-then get LRP-0).
+identity rule; for ReLU this is the gradient); additions, concatenation, pooling and the batch
+norms that cannot be folded (not after a convolution/linear layer, e.g. DenseNet's pre-activation
+ones) keep their gradient (additions split relevance in proportion to their terms; such a batch
+norm is the LRP-0 rule of a diagonal layer, its shift absorbs relevance); products of two
+input-dependent tensors split it in halves (the uniform rule); LayerNorm/GroupNorm/RMSNorm treat
+the standard deviation as a constant (the LN-rule) and a division by an input-dependent tensor
+treats the divisor as constant; softmax outputs are constants (the attention weights: relevance
+flows through the values only, the AH-rule), for ``F.scaled_dot_product_attention`` and
+``nn.MultiheadAttention`` too (whose inner projections then get LRP-0).
 """
 from __future__ import annotations
 
 import inspect
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +82,34 @@ def alpha_beta(call, a, weight, bias, *, alpha, beta):
     return with_gradient_of(z, alpha * positive - beta * negative)
 
 
+def flat(call, a, weight, bias, *, carrier):
+    """Flat (Lapuschkin et al., 2019): ``R_i = sum_j R_j / n_j`` with ``n_j`` the number of
+    inputs in ``j``'s receptive field (padding excluded): the weights and the input as ones, no
+    bias. An input-layer rule: it writes ``R_i`` as the gradient of ``carrier``."""
+    z = call(a, weight, bias)
+    z_mod = call(carrier.to(a.dtype), torch.ones_like(weight), None)
+    return with_gradient_of(z, _share(z, z_mod, STABILISER))
+
+
+def zbox(call, a, weight, bias, *, carrier, low, high):
+    """z^B (Montavon et al., 2017) for inputs bounded by ``low <= x <= high``: ``R_i = sum_j
+    (x_i w_ij - l_i w+_ij - h_i w-_ij) / sum_i' (x_i' w_i'j - l_i' w+_i'j - h_i' w-_i'j) R_j``
+    (no bias, as zennit's ``ZBox``). An input-layer rule, ``a = x * carrier``: ``R_i`` is the
+    gradient of ``carrier``."""
+    z = call(a, weight, bias)
+    weight = weight.detach()
+    carrier = carrier.to(a.dtype)
+    low, high = (bound.to(a.device, a.dtype) * carrier for bound in (low, high))
+    z_mod = (call(a, weight, None) - call(low, weight.clamp(min=0), None)
+             - call(high, weight.clamp(max=0), None))
+    return with_gradient_of(z, _share(z, z_mod, STABILISER))
+
+
 CONVOLUTIONS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
                 F.conv_transpose3d)
+FOLDABLE = (F.conv1d, F.conv2d, F.conv3d, F.linear)
+"""Layers whose output channels are dimension 1 and the weight's dimension 0 (a batch norm after
+them is folded in)."""
 
 
 def _depends(tensor) -> bool:
@@ -91,20 +122,60 @@ def _computed(tensor) -> bool:
     return _depends(tensor) and tensor.grad_fn is not None
 
 
+class _Layer(NamedTuple):
+    """A weighted call whose output an eval-mode batch norm may fold into."""
+    output: torch.Tensor
+    version: int
+    rule: Callable
+    call: Callable
+    input: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
 class LRPMode(TorchFunctionMode):
     """Apply ``conv_rule`` to convolutions, ``linear_rule`` to linear layers (each
-    ``rule(call, input, weight, bias) -> output``) and the fixed rules above to the rest."""
+    ``rule(call, input, weight, bias) -> output``), ``input_rule`` (``flat``, ``zbox``: with a
+    ``carrier`` argument, or ``None``) to the input layers, and the fixed rules above to the rest.
 
-    def __init__(self, conv_rule: Callable, linear_rule: Callable):
+    The model is fed ``inputs(x, carrier)`` ``= x * carrier`` and the relevance is the gradient
+    of ``carrier`` (``x * grad`` for the rules of ``a * grad`` form). Input layers are the
+    convolutions/linear layers that take that tensor itself (or a ``.to``/``.contiguous`` copy).
+    An eval-mode batch norm applied to the output of a convolution/linear layer is folded into
+    it: the layer's rule runs on ``W * gamma / sigma`` and ``(b - mu) * gamma / sigma + beta``,
+    as if the model had been rewritten (zennit's canonizers do the same on the module tree)."""
+
+    def __init__(self, conv_rule: Callable, linear_rule: Callable,
+                 input_rule: Callable | None = None):
         super().__init__()
-        self.conv_rule, self.linear_rule = conv_rule, linear_rule
+        self.conv_rule, self.linear_rule, self.input_rule = conv_rule, linear_rule, input_rule
+        self.carrier: torch.Tensor | None = None
+        self.input_layers = 0
+        self._inputs: dict[int, torch.Tensor] = {}
+        self._layers: dict[int, _Layer] = {}
+
+    def inputs(self, x: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
+        self.carrier = carrier
+        tensor = x.detach().to(carrier).clone() * carrier  # clone: not an inference tensor
+        self._inputs[id(tensor)] = tensor
+        return tensor
+
+    def is_input(self, tensor) -> bool:
+        return self._inputs.get(id(tensor)) is tensor
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         handler = HANDLERS.get(func)
         if handler is None or not args:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if func in COPIES and self.is_input(args[0]) and isinstance(out, torch.Tensor):
+                self._inputs[id(out)] = out
+            return out
         return handler(self, func, args, kwargs)
+
+
+COPIES = (torch.Tensor.to, torch.Tensor.contiguous, torch.Tensor.float, torch.Tensor.double,
+          torch.Tensor.half, torch.Tensor.bfloat16)
 
 
 def _weighted(mode, func, args, kwargs):
@@ -114,7 +185,38 @@ def _weighted(mode, func, args, kwargs):
     if not _depends(x) or not isinstance(weight, torch.Tensor):
         return func(*args, **kwargs)
     rule = mode.conv_rule if func in CONVOLUTIONS else mode.linear_rule
-    return rule(lambda t, w, b: func(t, w, b, *rest, **keywords), x, weight, bias)
+    if mode.input_rule is not None and mode.is_input(x):
+        rule = partial(mode.input_rule, carrier=mode.carrier)
+        mode.input_layers += 1
+    call = partial(_call, func, rest, keywords)
+    out = rule(call, x, weight, bias)
+    if func in FOLDABLE and (func is not F.linear or out.ndim == 2):
+        mode._layers[id(out)] = _Layer(out, out._version, rule, call, x, weight, bias)
+    return out
+
+
+def _call(func, rest, keywords, x, weight, bias):
+    return func(x, weight, bias, *rest, **keywords)
+
+
+def _batch_norm(mode, func, args, kwargs):
+    """An eval-mode batch norm of a convolution/linear output: that layer's rule on the folded
+    weights; elsewhere its gradient (the LRP-0 rule of a diagonal layer)."""
+    bound = inspect.signature(func).bind(*args, **kwargs)
+    bound.apply_defaults()
+    arguments = bound.arguments
+    x, mean, var = arguments["input"], arguments["running_mean"], arguments["running_var"]
+    layer = mode._layers.pop(id(x), None)
+    if layer is None or layer.output is not x or layer.version != x._version or \
+            arguments["training"] or mean is None or var is None:
+        return func(*args, **kwargs)
+    scale = torch.rsqrt(var + arguments["eps"])
+    if arguments["weight"] is not None:
+        scale = scale * arguments["weight"]
+    shift = -mean * scale if arguments["bias"] is None else arguments["bias"] - mean * scale
+    weight = layer.weight * scale.view(-1, *[1] * (layer.weight.ndim - 1))
+    bias = shift if layer.bias is None else layer.bias * scale + shift
+    return layer.rule(layer.call, layer.input, weight, bias)
 
 
 def _identity(mode, func, args, kwargs, in_place=False):
@@ -213,6 +315,7 @@ def _handlers() -> dict:
         handlers[func] = _constant_divisor
     for func in (F.softmax, torch.softmax, torch.Tensor.softmax):
         handlers[func] = _constant_output
+    handlers[F.batch_norm] = _batch_norm
     handlers[F.layer_norm] = _constant_scale_norm
     handlers[F.rms_norm] = partial(_constant_scale_norm, centre=False)
     handlers[F.group_norm] = partial(_constant_scale_norm, groups=True)

@@ -29,7 +29,7 @@ from ..._batching import iter_slices
 from ..._scorer import Scorer
 from ...models import module_device, module_dtype
 from ..base import WhiteBoxExplainer
-from .reshape import channels_last_reshape
+from .reshape import channels_last_reshape, vit_reshape
 
 POOLING_LAYERS = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                   nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
@@ -86,8 +86,9 @@ def find_target_layer(model: nn.Module, inputs: torch.Tensor,
 
 
 def choose_target_layer(model: nn.Module, inputs: torch.Tensor,
-                        forward_kwargs: dict[str, Any] | None = None) -> tuple[str, bool]:
-    """``(dotted name, channels_last)`` of the layer a CAM uses when ``target_layer=None``.
+                        forward_kwargs: dict[str, Any] | None = None
+                        ) -> tuple[str, Callable | None]:
+    """``(dotted name, reshape)`` of the layer a CAM uses when ``target_layer=None``.
 
     A probe forward pass on ``inputs[:1]`` records, with temporary forward hooks on every
     submodule, the order in which modules finish and their output shapes. The choice is the last
@@ -95,37 +96,91 @@ def choose_target_layer(model: nn.Module, inputs: torch.Tensor,
     which is not a pooling layer: the output of the last convolutional stage, before global
     pooling. For ``conv -> ReLU -> pool -> linear`` that is the ReLU (the rectified feature maps
     of the last convolution); for a ResNet ``layer4`` (its last residual block), for a VGG
-    ``features``. Token models (ViT) need an explicit ``target_layer`` and ``reshape``.
+    ``features``.
 
     A 4-D output is read as channels-last ``(N, h, w, C)`` (Swin stages, ConvNeXt blocks inside,
-    timm's Swin final norm) when :func:`is_channels_last` says so; the CAM then maps it with
-    :func:`~pellucid.explain.cam.reshape.channels_last_reshape`.
+    timm's Swin final norm) when :func:`is_channels_last` says so; ``reshape`` is then
+    :func:`~pellucid.explain.cam.reshape.channels_last_reshape` (else ``None``).
+
+    When token outputs ``(N, 1 + h*w, C)`` (a class token and patches; ``(h, w)`` a downscaled
+    grid of the input) finish after the last such map (a ViT: only its patch embedding is 4-D), the
+    choice is the last module with the residual stream's shape (the most common token shape)
+    whose patch tokens still change the output (one backward pass of the probe): the input norm
+    of the last block (``blocks[-1].norm1``) on a ViT whose head reads the class token, as
+    advised for Grad-CAM on ViTs (later patch tokens get no gradient); ``reshape`` is
+    ``vit_reshape(h, w)``.
     """
     names = {id(module): name for name, module in model.named_modules() if name}
-    finished: list[tuple[str, bool]] = []
+    finished: list[tuple[str, Callable | None]] = []
+    tokens: list[tuple[str, torch.Tensor, vit_reshape]] = []
     grid = tuple(inputs.shape[2:])
 
     def record(module, _inputs, output):
-        if not torch.is_tensor(output) or output.ndim != 4 or isinstance(module, POOLING_LAYERS):
+        if not torch.is_tensor(output) or isinstance(module, POOLING_LAYERS):
             return
+        if output.ndim == 3 and len(output) == 1:
+            reshape = token_reshape(output.shape[1], grid)
+            if reshape is not None:
+                tokens.append((names[id(module)], output, reshape))
+            return
+        if output.ndim != 4:
+            return
+        tokens.clear()  # a later 4-D stage: the token outputs before it are not the last stage
         last = is_channels_last(module, tuple(output.shape), grid)
         spatial = output.shape[1:3] if last else output.shape[2:]
         if spatial[0] * spatial[1] > 1:
-            finished.append((names[id(module)], last))
+            finished.append((names[id(module)], channels_last_reshape if last else None))
 
     with contextlib.ExitStack() as stack:
         for module in model.modules():
             if id(module) in names:
                 stack.enter_context(forward_hook(module, record))
-        with torch.no_grad():
-            model(inputs[:1].to(module_device(model), module_dtype(model)),
-                  **(forward_kwargs or {}))
+        # a leaf of its own (a normal tensor even if inputs came from inference mode): the
+        # gradient check works on frozen models
+        leaf = inputs[:1].detach().to(module_device(model), module_dtype(model)).clone()
+        with torch.enable_grad():
+            output = model(leaf.requires_grad_(True).clone(), **(forward_kwargs or {}))
+    if tokens:
+        return _last_token_layer(tokens, output)
     if not finished:
         raise ValueError("found no layer with a 4-D output (N, C, h, w) with more than one "
-                         "spatial position to build a CAM from; pass target_layer= (a module or "
-                         "dotted name), and for token activations (N, tokens, C) also "
-                         "reshape=vit_reshape(height, width)")
+                         "spatial position, nor token outputs (N, 1 + h*w, C), to build a CAM "
+                         "from; pass target_layer= (a module or dotted name), and for other "
+                         "token layouts also reshape=")
     return finished[-1]
+
+
+def token_reshape(count: int, grid: tuple[int, ...]) -> vit_reshape | None:
+    """``vit_reshape(h, w)`` when ``count`` tokens are a class token and an ``h x w`` grid with
+    the input's aspect ratio, else ``None``. Tokens without a class token are not read as a
+    grid: they are as likely flattened maps of a hybrid model that has a 4-D stage."""
+    patches = count - 1
+    height = round((patches * grid[0] / grid[1]) ** 0.5) if len(grid) == 2 else 0
+    if patches < 2 or not height or patches % height or height > grid[0] or \
+            height * grid[1] != (patches // height) * grid[0]:
+        return None
+    return vit_reshape(height, patches // height)
+
+
+def _last_token_layer(tokens: list[tuple[str, torch.Tensor, vit_reshape]], output: Any
+                      ) -> tuple[str, vit_reshape]:
+    """The last token output of the residual stream's shape whose patch tokens reach
+    ``output`` (its first tensor)."""
+    shapes = [tuple(tensor.shape) for _, tensor, _ in tokens]
+    stream = max(set(shapes), key=shapes.count)
+    candidates = [(name, tensor, reshape) for name, tensor, reshape in tokens
+                  if tuple(tensor.shape) == stream]
+    while isinstance(output, (tuple, list, dict)) and output:
+        output = next(iter(output.values())) if isinstance(output, dict) else output[0]
+    if not (torch.is_tensor(output) and output.requires_grad):
+        return candidates[-1][0], candidates[-1][2]
+    grads = torch.autograd.grad(output.float().sum(), [tensor for _, tensor, _ in candidates],
+                                allow_unused=True)
+    for (name, _, reshape), grad in zip(reversed(candidates), reversed(grads)):
+        patches = None if grad is None else grad[:, 1:]
+        if patches is not None and bool((patches != 0).any()):
+            return name, reshape
+    return candidates[-1][0], candidates[-1][2]
 
 
 def is_channels_last(module: nn.Module, shape: tuple[int, ...], grid: tuple[int, ...]) -> bool:
@@ -143,8 +198,8 @@ def is_channels_last(module: nn.Module, shape: tuple[int, ...], grid: tuple[int,
 
 
 _AUTOMATIC_RESHAPE = threading.local()
-"""Per thread, ``id(CAM) -> reshape`` of the channels-last layer chosen automatically for the
-call in progress (a call-local setting that the variants' ``_to_maps`` calls see)."""
+"""Per thread, ``id(CAM) -> reshape`` of the channels-last or token layer chosen automatically
+for the call in progress (a call-local setting that the variants' ``_to_maps`` calls see)."""
 
 
 class Batch(NamedTuple):
@@ -162,7 +217,8 @@ class BaseCAM(WhiteBoxExplainer):
 
     Parameters:
         target_layer: a submodule, its dotted name (``"layer4.1"``), or ``None`` for the last
-            convolutional stage found by :func:`find_target_layer`. If the layer runs several
+            convolutional stage found by :func:`find_target_layer` (on a ViT, the last block's
+            input norm, read with ``vit_reshape``). If the layer runs several
             times in one forward pass, its last call is used (Ablation-CAM zeroes every call).
         reshape: callable mapping the layer's output to ``(N, C, h, w)``, for token activations:
             ``vit_reshape(height, width)`` maps ``(N, 1 + h*w, C)`` to ``(N, C, h, w)``. It must
@@ -203,12 +259,12 @@ class BaseCAM(WhiteBoxExplainer):
         layer = self._layer
         if layer is None:
             first_kwargs = scorer.kwargs_for(torch.zeros(1, dtype=torch.long))
-            name, channels_last = choose_target_layer(self.module, x, first_kwargs)
+            name, reshape = choose_target_layer(self.module, x, first_kwargs)
             layer = dict(self.module.named_modules())[name]
-            if channels_last:
+            if reshape is not None:
                 _AUTOMATIC_RESHAPE.by_explainer = {
                     **getattr(_AUTOMATIC_RESHAPE, "by_explainer", {}),
-                    id(self): channels_last_reshape}
+                    id(self): reshape}
                 try:
                     return self._explain_layer(layer, x, scorer)
                 finally:
