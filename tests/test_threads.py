@@ -6,14 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from test_contract import EXPLAINERS, data, make, uses_model
+from test_contract import EXPLAINERS, data, kinds_of, make, uses_model
 
 THREADS, CALLS = 4, 5
 
 
 @pytest.mark.parametrize("name", [name for name in EXPLAINERS if uses_model(name)])
 def test_threads_sharing_a_model_and_an_explainer_get_sequential_results(name):
-    model, x = data("images")
+    model, x = data(kinds_of(name)[0])
     explainer = make(name, model, x)
     inputs = [x[i % len(x):i % len(x) + 2] for i in range(THREADS * CALLS)]
     targets = [i % 5 for i in range(THREADS * CALLS)]
@@ -26,7 +26,7 @@ def test_threads_sharing_a_model_and_an_explainer_get_sequential_results(name):
 
 @pytest.mark.parametrize("name", [name for name in EXPLAINERS if uses_model(name)])
 def test_a_thread_using_the_model_meanwhile_sees_no_hook(name):
-    model, x = data("images")
+    model, x = data(kinds_of(name)[0])
     with torch.no_grad():
         expected = model(x)
     stop, wrong, runs = threading.Event(), [], [0]

@@ -6,7 +6,7 @@ from torch import nn
 
 from pellucid.explain import GradCAM
 from pellucid.metrics import Deletion
-from test_contract import EXPLAINERS, make
+from test_contract import EXPLAINERS, VIT_ONLY, make
 
 
 def batchnorm_cnn_in_training_mode() -> nn.Module:
@@ -29,12 +29,18 @@ def assert_unchanged(before: dict, model: nn.Module) -> None:
     assert model.training
 
 
-@pytest.mark.parametrize("name", EXPLAINERS)
+@pytest.mark.parametrize("name", [name for name in EXPLAINERS if name not in VIT_ONLY])
 def test_explainers_leave_batchnorm_statistics_as_they_were(name):
+    """(The ViT attention explainers need attention layers: their batch-norm ViT is in
+    tests/test_attention.py.)"""
     model, x = batchnorm_cnn_in_training_mode(), torch.rand(4, 3, 16, 16)
     before = snapshot(model)
     with pytest.warns(UserWarning, match="training mode"):
-        make(name, model, x).explain(x, 1)
+        if name == "Eva":  # batch statistics mix the boxes: no bound; refused, by name
+            with pytest.raises(NotImplementedError, match="eval mode"):
+                make(name, model, x).explain(x, 1)
+        else:
+            make(name, model, x).explain(x, 1)
     assert_unchanged(before, model)
 
 
