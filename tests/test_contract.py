@@ -60,10 +60,17 @@ FAST = {
     "Lime": {"nb_samples": 32},
     "ShapleyValueSampling": {"nb_samples": 2},
     "ShapExplainer": {"nb_samples": 40},
-    "Lima": {"feature_mask": lambda x: (torch.arange(x.shape[2]) * 3 // x.shape[2])[:, None] * 3
-             + torch.arange(x.shape[3]) * 3 // x.shape[3] if x.ndim == 4
-             else torch.arange(x.shape[1])},  # 3 x 3 regions; one per column
+    "Lima": {"feature_mask": lambda x: three_by_three(x)},
+    "Eva": {"feature_mask": lambda x: three_by_three(x), "bounds": "ibp"},
 }
+
+
+def three_by_three(x):
+    """3 x 3 regions of any image size; one region per column of tabular inputs."""
+    if x.ndim != 4:
+        return torch.arange(x.shape[1])
+    rows = torch.arange(x.shape[2]) * 3 // x.shape[2]
+    return rows[:, None] * 3 + torch.arange(x.shape[3]) * 3 // x.shape[3]
 STOCHASTIC = ["Infidelity", "Monotonicity", "SensitivityMax", "SensitivityAvg",
               "LocalLipschitz", "RandomLogit",  # metrics that draw perturbations or classes
               "SmoothGrad", "VarGrad", "SquareGrad", "Rise", "SobolAttribution", "MuFidelity",

@@ -110,7 +110,12 @@ def test_same_seed_same_result_and_the_global_numpy_generator_is_left_alone():
     before = np.random.get_state()[1].copy()
     first = explainer(X, targets=0)
     assert np.array_equal(np.random.get_state()[1], before)
+    ShapExplainer(model, algorithm="permutation", nb_samples=12, seed=None,
+                  progress=False)(X, targets=0)  # shap reseeds from entropy when unseeded
     torch.testing.assert_close(explainer(X, targets=0), first, atol=0, rtol=0)
+    other = ShapExplainer(model, algorithm="permutation", nb_samples=12, seed=7,
+                          progress=False)(X, targets=0)
+    assert not torch.equal(other, first)
 
 
 def test_scikit_learn_models_work():

@@ -149,7 +149,11 @@ class ShapExplainer(Explainer):
                            "exact": shap.explainers.Exact,
                            "partition": shap.explainers.Partition}[algorithm]
         call_args = {} if algorithm == "exact" else {"max_evals": self.nb_samples}
-        explanation = explainer_class(model_function, masker)(
+        # PermutationExplainer reseeds numpy's generator when it is built (from fresh entropy
+        # without a seed): give it the state seeded for this call
+        built_with = ({"seed": int(np.random.randint(2**31))} if algorithm == "permutation"
+                      else {})
+        explanation = explainer_class(model_function, masker, **built_with)(
             sample[None], silent=True, **call_args)
         return _with_output_axis(explanation.values[0], 1).T
 
