@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .._baselines import check_baseline, make_baseline
-from .._batching import iter_slices
+from .._batching import score_generated
 from .._scorer import Scorer
 from .._validation import as_float_tensor, check_positive_int
 from .base import Explainer
@@ -122,8 +122,8 @@ class ShapExplainer(Explainer):
             if images:  # shap's image maskers work channels-last
                 batch = batch.permute(0, 3, 1, 2)
             rows = torch.full((len(batch),), row, dtype=torch.long)
-            return torch.cat([scorer(batch[s], rows[s]) for s in
-                              iter_slices(len(batch), self.batch_size)]).double().numpy()
+            return score_generated(scorer, len(batch), lambda s: (batch[s], rows[s]),
+                                   batch_size=self.batch_size).double().numpy()
 
         return scores
 
