@@ -21,6 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _timing import best_seconds
 from torch import nn
 
 from pellucid.explain import AttentionGradCAM, AttentionRelevance, AttentionRollout
@@ -79,16 +80,10 @@ class ViT(nn.Module):
         return self.head(self.norm(self.blocks(t))[:, 0])
 
 
-def seconds(function, repeats: int = 10) -> float:
-    """Best CPU time of this process over ``repeats`` runs (one thread: CPU time is what the
-    work costs, little changed by other processes sharing the machine, unlike wall-clock)."""
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        function()
-        best = min(best, time.process_time() - start)
-    return best
+def seconds(function) -> float:
+    """Best CPU time of this process over 10 runs (one thread: CPU time is what the work costs,
+    little changed by other processes sharing the machine, unlike wall-clock)."""
+    return best_seconds(function, repeats=10, clock=time.process_time)
 
 
 def hooked_attention(model: ViT, x: torch.Tensor, targets=None):

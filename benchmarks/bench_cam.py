@@ -9,9 +9,8 @@
 """
 from __future__ import annotations
 
-import time
-
 import torch
+from _timing import best_seconds
 from torch import nn
 
 from pellucid.explain import AblationCAM, GradCAM, ScoreCAM
@@ -23,16 +22,6 @@ def cnn(channels: int = 16, n_classes: int = 10) -> nn.Module:
         nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes)).eval()
-
-
-def seconds(function, repeats: int = 3) -> float:
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def bare_forward_passes(model: nn.Module, x: torch.Tensor, total: int, batch_size: int):
@@ -70,15 +59,15 @@ def main() -> None:
 
     gradcam = GradCAM(model, progress=False)
     print(f"Grad-CAM / bare forward+backward: "
-          f"{seconds(lambda: gradcam(x, targets)) / seconds(forward_backward):.2f}x")
+          f"{best_seconds(lambda: gradcam(x, targets)) / best_seconds(forward_backward):.2f}x")
 
     for method in (ScoreCAM, AblationCAM):
         def batched_run():
             method(model, batch_size=64, progress=False)(x, targets)
         items = items_seen(model, batched_run)
-        bare = seconds(bare_forward_passes(model, x, items, 64))
-        batched = seconds(batched_run)
-        single = seconds(lambda: method(model, batch_size=1, progress=False)(x, targets),
+        bare = best_seconds(bare_forward_passes(model, x, items, 64))
+        batched = best_seconds(batched_run)
+        single = best_seconds(lambda: method(model, batch_size=1, progress=False)(x, targets),
                          repeats=1)
         print(f"{method.__name__}: {batched / bare:.2f}x the bare forward passes it makes "
               f"({items} inputs for {len(x)} images x {channels} channels, batch 64); "

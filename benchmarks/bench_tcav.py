@@ -12,9 +12,8 @@ t-test. A fresh ``Tcav`` each time (no cached CAV).
 """
 from __future__ import annotations
 
-import time
-
 import torch
+from _timing import best_seconds
 from torch import nn
 
 from pellucid.explain.concepts import Tcav
@@ -48,16 +47,6 @@ class ResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def seconds(function, repeats: int = 3) -> float:
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main(batch_size: int = 50):
     torch.manual_seed(0)
     model = ResNet().eval()
@@ -83,7 +72,7 @@ def main(batch_size: int = 50):
         Tcav(model, target_layer="layer3", n_runs=20, batch_size=batch_size, seed=0,
              progress=False)(x, 3, concepts={"red": concept}, random_examples=pool)
 
-    t_bare, t_tcav = seconds(bare), seconds(tcav)
+    t_bare, t_tcav = best_seconds(bare), best_seconds(tcav)
     print(f"bare passes {t_bare:.3f} s   TCAV (20 runs, 40 CAVs) {t_tcav:.3f} s   "
           f"ratio {t_tcav / t_bare:.2f} (target <= 1.2)")
 
