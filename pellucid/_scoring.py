@@ -6,6 +6,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 
 def descending_ranks(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -64,3 +65,17 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     denominator = (a.square().sum(-1) * b.square().sum(-1)).sqrt()
     out = (a * b).sum(-1) / denominator
     return torch.where(denominator > 0, out, torch.full_like(out, float("nan")))
+
+
+def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each row (average ranks for ties); NaN for a constant row."""
+    ranks = [torch.from_numpy(rankdata(t.reshape(len(t), -1).double().numpy(), axis=1))
+             for t in (a, b)]
+    return pearson_rows(*ranks)
+
+
+def scaled_magnitude(heatmaps: torch.Tensor) -> torch.Tensor:
+    """``|h| / max |h|`` per map (a zero map stays zero), float64."""
+    magnitude = heatmaps.abs().double()
+    peak = magnitude.flatten(1).amax(1).clamp(min=torch.finfo(torch.float64).tiny)
+    return magnitude / peak.view(-1, *[1] * (magnitude.ndim - 1))

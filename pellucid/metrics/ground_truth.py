@@ -19,19 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau, rankdata
+from scipy.stats import kendalltau
 
-from .._scoring import descending_ranks, pearson_rows
+from .._scoring import descending_ranks, spearman_rows
 from .._validation import (as_float_tensor, check_choice, check_finite, check_heatmaps,
                            check_inputs)
 from .base import Metric, MetricResult
-
-
-def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each row (average ranks for ties); NaN for a constant row."""
-    ranks = [torch.from_numpy(rankdata(t.reshape(len(t), -1).double().numpy(), axis=1))
-             for t in (a, b)]
-    return pearson_rows(*ranks)
 
 
 def check_truth(truth: Any, heatmaps: torch.Tensor, who: str) -> torch.Tensor:

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 
 from .._batching import score_generated
-from .._scoring import runs_by_sample
+from .._scoring import runs_by_sample, spearman_rows
 from .._validation import check_fits_images, check_positive_int
 from .base import MetricResult, ModelMetric
-from .ground_truth import spearman_rows
 
 
 def grid_cells(x: torch.Tensor, grid_size: int) -> tuple[torch.Tensor, int]:

@@ -18,17 +18,11 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+from .._batching import iter_slices
+from .._scoring import scaled_magnitude, spearman_rows
 from ..selectors import ClassScore, as_selector
 from .base import MetricResult
-from .ground_truth import spearman_rows
 from .robustness import ReExplainingMetric
-
-
-def scaled_magnitude(heatmaps: torch.Tensor) -> torch.Tensor:
-    """``|h| / max |h|`` per map (a zero map stays zero), float64."""
-    magnitude = heatmaps.abs().double()
-    peak = magnitude.flatten(1).amax(1).clamp(min=torch.finfo(torch.float64).tiny)
-    return magnitude / peak.view(-1, *[1] * (magnitude.ndim - 1))
 
 
 def ssim_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -81,8 +75,7 @@ class RandomLogit(ReExplainingMetric):
         random_classes = (target + offset) % n_classes  # uniform over the other classes
         explain = self._explainer(scorer)
         other = torch.cat([explain(x[s], torch.arange(s.start, s.stop), random_classes[s])
-                           for s in (slice(i, min(i + self.batch_size, len(x)))
-                                     for i in range(0, len(x), self.batch_size))])
+                           for s in iter_slices(len(x), self.batch_size)])
         if x.ndim == 4:
             scores = ssim_rows(scaled_magnitude(heatmaps), scaled_magnitude(other))
         else:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from .._batching import iter_slices
 from .._scoring import runs_by_sample
 from .._validation import check_heatmaps, check_non_negative, check_positive_int
 from ..selectors import ClassScore, Selector
@@ -124,8 +125,7 @@ class _NeighbourMetric(ReExplainingMetric):
         explain = self._explainer(scorer)
         flat = heatmaps.reshape(n, -1).double()
         ratios = torch.empty(n, nb, dtype=torch.float64)
-        for start in range(0, n * nb, self.batch_size):
-            s = slice(start, min(start + self.batch_size, n * nb))
+        for s in iter_slices(n * nb, self.batch_size):
             rows = torch.arange(s.start, s.stop) // nb
             deltas = torch.stack([2 * torch.rand(x.shape[1:], generator=torch.Generator()
                                                  .manual_seed(int(seed))) - 1

@@ -38,13 +38,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
 from torch import nn
 
 from .._batching import predict_batched
 from .._runner import ModelRunner
-from .._scoring import pearson_rows
+from .._scoring import scaled_magnitude, spearman_rows
 from .._validation import check_choice, check_non_negative, check_positive_int
 from ..metrics import MetricResult
 from ..models import as_model
@@ -53,13 +52,6 @@ from .base import Procedure
 
 SIMILARITIES = ("spearman_abs", "spearman", "ssim")
 MODES = ("cascading", "independent")
-
-
-def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each row (average ranks for ties); NaN for constant rows."""
-    ranks = [torch.from_numpy(rankdata(t.reshape(len(t), -1).double().numpy(), axis=1))
-             for t in (a, b)]
-    return pearson_rows(*ranks)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -77,13 +69,6 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
                                     sigma=sigma, use_sample_covariance=False)
               for x, y in zip(a.double().numpy(), b.double().numpy())]
     return torch.tensor(values, dtype=torch.float64)
-
-
-def scaled_magnitude(heatmaps: torch.Tensor) -> torch.Tensor:
-    """``|h| / max |h|`` per map (a zero map stays zero)."""
-    magnitude = heatmaps.abs().double()
-    peak = magnitude.flatten(1).amax(1).clamp(min=torch.finfo(torch.float64).tiny)
-    return magnitude / peak.view(-1, *[1] * (magnitude.ndim - 1))
 
 
 def random_parameters(module: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -201,9 +186,9 @@ class ModelRandomization(Procedure, ModelRunner):
             t = predict_batched(as_model(randomized), x, batch_size=self.batch_size).argmax(1)
         generator = self._generator()
         modules = dict(randomized.named_modules())
-        trained = {name: {key: p.detach().clone()
+        trained = {name: {key: p.detach().clone()  # what independent mode puts back
                           for key, p in modules[name].named_parameters(recurse=False)}
-                   for name in names}
+                   for name in names} if self.mode == "independent" else {}
         random = {name: random_parameters(modules[name], generator) for name in names}
         root = int(torch.randint(2**62, (1,), generator=generator))
         original = self._smooth_heatmaps(randomized, x, t, root)
