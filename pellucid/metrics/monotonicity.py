@@ -17,6 +17,7 @@ import torch
 
 from .._batching import score_generated
 from .._scoring import runs_by_sample, spearman_rows
+from ..features import grid
 from .._validation import check_fits_images, check_positive_int
 from .base import MetricResult, ModelMetric
 
@@ -26,10 +27,7 @@ def grid_cells(x: torch.Tensor, grid_size: int) -> tuple[torch.Tensor, int]:
     number of cells."""
     if x.ndim != 4:
         return torch.arange(x.shape[1]), x.shape[1]
-    height, width = x.shape[2:]
-    rows = torch.arange(height) * grid_size // height
-    cols = torch.arange(width) * grid_size // width
-    return (rows[:, None] * grid_size + cols[None, :]).reshape(-1), grid_size * grid_size
+    return grid(x.shape[2:], grid_size).reshape(-1), grid_size * grid_size  # fits: checked
 
 
 class Monotonicity(ModelMetric):
@@ -82,6 +80,8 @@ class Monotonicity(ModelMetric):
         device = self._model.device  # perturbed inputs are built where the model runs
         inputs = x.to(device)
         pixel_shape = (1, *x.shape[2:]) if x.ndim == 4 else (x.shape[1],)
+        cell_masks = (torch.arange(n_cells)[:, None] == cell_of_pixel[None]).to(device).view(
+            n_cells, *pixel_shape)  # one mask per cell, made once
         buffer = torch.empty((min(self.batch_size, n * per_sample), *x.shape[1:]),
                              device=device)
 
@@ -91,8 +91,7 @@ class Monotonicity(ModelMetric):
                 for row, item in zip(range(rows.start, rows.stop),
                                      range(items.start, items.stop)):
                     cell, draw = divmod(item, nb)
-                    where = (cell_of_pixel == cell).to(device).view(pixel_shape)
-                    torch.where(where, values[sample, cell, draw].to(device, x.dtype),
+                    torch.where(cell_masks[cell], values[sample, cell, draw].to(device, x.dtype),
                                 inputs[sample], out=out[row])
             return out, torch.arange(s.start, s.stop) // per_sample
 
