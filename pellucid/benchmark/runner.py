@@ -96,8 +96,8 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
     results_path = out_dir / RESULTS_FILE
     finished = read_results(results_path)
     # a cell is done when its row is in the table and its per-input scores can be read
-    done = set(finished["fingerprint"]) & set(cell_scores(plan_cells(config, out_dir)))
     cells = list(plan_cells(config, out_dir))
+    done = set(finished["fingerprint"]) & set(cell_scores(cells))
     todo = [cell for cell in cells if cell.fingerprint not in done]
     methods = {m.label: resolve(m.name, explain_module, BUILTIN_METHODS, "method")
                for m in config.methods}
@@ -164,7 +164,8 @@ class Plan:
             cells = [c for c in self.cells if c.dataset is spec]
             if cells and not (all(c.fingerprint in self.done for c in cells)
                               and readable(cells[0].samples_path)
-                              and all(readable(c.heatmaps_path) for c in cells)):
+                              and all(readable(path) for path in  # each file read once
+                                      dict.fromkeys(c.heatmaps_path for c in cells))):
                 yield spec, cells
 
     def methods_to_run(self, dataset_cells: list[Cell]) -> Iterator[list[Cell]]:

@@ -21,7 +21,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from ..._imaging import upsample
-from ..._validation import check_positive_int, check_probability, require_images
+from ..._validation import check_positive_int, check_probability
 from ...features import slic
 from .tcav import Tcav, TcavResult
 
@@ -87,8 +87,7 @@ class Ace(Tcav):
 
     def __call__(self, images: Any, targets: Any = None, *, random_examples: Any,
                  forward_kwargs: Any = None) -> AceResult:
-        x = self._validate(images)
-        require_images(x, "ACE")
+        x = self._validate(images)  # images only: input_kinds
         pool = self._validate(random_examples)
         if len(pool) < 2 * self.max_segments:
             raise ValueError(f"random_examples must hold >= 2 * max_segments = "

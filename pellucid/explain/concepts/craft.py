@@ -39,7 +39,7 @@ from .importance import IMPORTANCE_METHODS
 from .metrics import ConceptScores
 from .modules import (ConceptHead, ConceptMaskModel, ConceptModel, pool_activations,
                       split_sequential)
-from .split import split_model
+from .split import layer_name, split_model
 
 class Craft(ModelRunner):
     """CRAFT concept extraction and importance (Fel et al., 2023); see the module docstring.
@@ -319,7 +319,9 @@ def _split_model(model: Any, h: Any, target_layer: Any) -> tuple[nn.Module, nn.M
             raise ValueError("pass either the two parts Craft(g, h) or a model with "
                              "target_layer=<module, name or index> to split it after that layer")
         if isinstance(model, nn.Sequential):
-            return split_sequential(model, _layer_name(model, target_layer))
+            # a submodule becomes its dotted name; names and indices pass as they are
+            return split_sequential(model, layer_name(model, target_layer) if isinstance(
+                target_layer, nn.Module) else target_layer)
         return split_model(model, target_layer)  # torch.fx, see split.py
     if target_layer is not None:
         raise ValueError("pass either h or target_layer, not both: target_layer splits a model, "
@@ -328,18 +330,6 @@ def _split_model(model: Any, h: Any, target_layer: Any) -> tuple[nn.Module, nn.M
         if not isinstance(part, nn.Module):
             raise TypeError(f"CRAFT needs torch modules; {name} is a {type(part).__name__}")
     return model, h
-
-
-def _layer_name(model: Any, target_layer: Any) -> Any:
-    """A submodule given as a module becomes its dotted name (names and indices pass as is)."""
-    if not isinstance(target_layer, nn.Module):
-        return target_layer
-    names = {id(module): name for name, module in model.named_modules()} if isinstance(
-        model, nn.Module) else {}
-    if not names.get(id(target_layer)):
-        raise ValueError(f"target_layer {type(target_layer).__name__} is not a submodule of the "
-                         "model being split")
-    return names[id(target_layer)]
 
 
 def _check_patch_size(patch_size: Any) -> Any:
