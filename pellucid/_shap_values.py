@@ -2,6 +2,7 @@
 shap's output as it comes (without importing shap)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -36,3 +37,11 @@ def explanation_heatmaps(explanation: Any) -> np.ndarray:
 def as_heatmap_array(obj: Any) -> Any:
     """``obj`` itself, or the heatmaps of a ``shap.Explanation``."""
     return explanation_heatmaps(obj) if is_explanation(obj) else obj
+
+
+def import_shap() -> Any:
+    """shap, imported on first use (its colormap set-up warns under recent matplotlib)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        import shap
+    return shap

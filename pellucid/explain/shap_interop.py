@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -12,7 +11,8 @@ import torch
 from .._baselines import check_baseline, make_baseline
 from .._batching import score_generated
 from .._scorer import Scorer
-from .._validation import as_float_tensor, check_positive_int
+from .._shap_values import import_shap
+from .._validation import as_float_tensor, check_choice, check_positive_int
 from .base import Explainer
 
 ALGORITHMS = ("auto", "permutation", "partition", "exact", "kernel")
@@ -59,9 +59,7 @@ class ShapExplainer(Explainer):
     def __init__(self, model: Any, *, algorithm: str = "auto", nb_samples: int = 500,
                  baseline: Any = 0.0, background: Any = None, **common: Any):
         super().__init__(model, **common)
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}")
-        self.algorithm = algorithm
+        self.algorithm = check_choice("algorithm", algorithm, ALGORITHMS)
         self.nb_samples = check_positive_int("nb_samples", nb_samples)
         self.baseline = check_baseline(baseline)
         self.background = None if background is None else as_float_tensor(background,
@@ -103,7 +101,7 @@ class ShapExplainer(Explainer):
             # the targets would steer each other's search: one search per target
             return torch.cat([self._explain(x, scorer.column(j))
                               for j in range(scorer.nb_targets)], dim=1)
-        shap = _import_shap()
+        shap = import_shap()
         references = make_baseline(self.baseline, x).numpy()
         values = []
         for i in range(len(x)):
@@ -161,13 +159,6 @@ class ShapExplainer(Explainer):
 def _with_output_axis(values: np.ndarray, feature_dims: int) -> np.ndarray:
     """shap drops the output axis when the model returns one column: put it back last."""
     return values[..., None] if values.ndim == feature_dims else values
-
-
-def _import_shap() -> Any:
-    with warnings.catch_warnings():  # shap's colormap set-up warns under recent matplotlib
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        import shap
-    return shap
 
 
 @contextlib.contextmanager

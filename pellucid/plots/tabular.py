@@ -3,14 +3,13 @@ return a Figure. Each takes pellucid's arrays or a ``shap.Explanation`` (whose f
 base value and feature values are used unless given)."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._shap_values import is_explanation
+from .._shap_values import import_shap, is_explanation
 from ._common import figure_and_axes, to_numpy
 
 
@@ -94,13 +93,6 @@ def _shap_plot(draw: Any, title: str | None) -> Figure:
     return figure
 
 
-def _shap() -> Any:
-    with warnings.catch_warnings():  # shap's colormap set-up warns under recent matplotlib
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        import shap
-    return shap
-
-
 def waterfall(attributions: Any, feature_names: Sequence[str] | None = None, *,
               base_value: float | None = None, feature_values: Any = None,
               max_display: int = 10, title: str | None = None) -> Figure:
@@ -109,7 +101,7 @@ def waterfall(attributions: Any, feature_names: Sequence[str] | None = None, *,
     Drawn by ``shap.plots.waterfall``.
     """
     base_value = _explanation_field(attributions, "base_values", base_value)
-    shap = _shap()
+    shap = import_shap()
     explanation = shap.Explanation(**_shap_fields(
         attributions, feature_values, feature_names, "waterfall shows one explanation: "
         "attributions must be (F,)", ndim=1),
@@ -125,7 +117,7 @@ def beeswarm(attributions: Any, feature_values: Any = None,
     feature (the most important on top, by mean absolute attribution), one dot per sample at
     its attribution, coloured by the feature's value when ``feature_values`` ``(N, F)`` are
     given. Drawn by ``shap.plots.beeswarm``."""
-    shap = _shap()
+    shap = import_shap()
     explanation = shap.Explanation(**_shap_fields(
         attributions, feature_values, feature_names, "beeswarm summarises a data set: "
         "attributions must be (N, F)", ndim=2))
