@@ -42,10 +42,6 @@ class LayerMasking(TorchFunctionMode):
         self.keep = keep
         self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __enter__(self):
-        super().__enter__()
-        return self
-
     def masked_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` with its masked positions set to 0, tracked from here on."""
         keep = self.keep.to(x)[:, None]

@@ -241,8 +241,7 @@ def _half_product(mode, func, args, kwargs):
 
 
 def _constant_divisor(mode, func, args, kwargs):
-    if len(args) == 2 and not kwargs and _computed(args[1]) and func is not \
-            torch.Tensor.__rtruediv__:
+    if len(args) == 2 and not kwargs and _computed(args[1]):
         return func(args[0], args[1].detach())
     return func(*args, **kwargs)
 

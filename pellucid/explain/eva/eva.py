@@ -8,6 +8,7 @@ import torch
 
 from ..._batching import iter_slices
 from ..._scorer import Scorer
+from ..._validation import check_choice
 from ...features import as_labels, resolve_feature_mask
 from ...selectors import ClassScore
 from ..base import WhiteBoxExplainer
@@ -53,8 +54,7 @@ class Eva(WhiteBoxExplainer):
         if (isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real)
                 or not epsilon > 0 or epsilon == float("inf")):
             raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
-        if bounds not in METHODS:
-            raise ValueError(f"bounds must be one of {METHODS}, got {bounds!r}")
+        check_choice("bounds", bounds, METHODS)
         if not (feature_mask is None or callable(feature_mask)):
             as_labels(feature_mask)
         self.epsilon = epsilon

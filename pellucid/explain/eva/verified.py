@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..._validation import check_choice
 from .bounds import Node, crown
 from .mode import BoundMode
 
@@ -25,8 +26,7 @@ def bounded_pass(module: torch.nn.Module, lower: torch.Tensor, upper: torch.Tens
                  ) -> tuple[BoundMode, Node]:
     """Run ``module`` on the box (in its dtype, on its device) and return the mode (its
     recorded nodes) and the node of ``output(outputs)`` reshaped to ``(n, -1)``."""
-    if method not in METHODS:
-        raise ValueError(f"bounds must be one of {METHODS}, got {method!r}")
+    check_choice("bounds", method, METHODS)
     mode = BoundMode(method)
     with torch.inference_mode(False), torch.no_grad(), mode:
         tensor = output(module(mode.input(lower, upper), **(forward_kwargs or {})))
