@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from ._layer_masking import layer_masked_scores
 from .models import Model
 
 
@@ -40,9 +41,18 @@ def score_generated(scorer: Any, n: int,
                     ) -> torch.Tensor:
     """Scores ``(n, T)`` of a call's :class:`~pellucid._scorer.Scorer` on the items built by
     ``make_inputs(s) -> (batch, rows)`` for consecutive slices ``s`` (``rows``: the original
-    input of each item)."""
-    outputs = [scorer(*make_inputs(s)) for s in iter_slices(n, batch_size, progress, desc)]
+    input of each item). ``make_inputs`` may return ``(batch, rows, keep)`` instead: the items
+    are then scored with the positions where ``keep`` ``(n, *spatial)`` is 0 masked at every
+    layer (:func:`pellucid._layer_masking.layer_masked_scores`)."""
+    outputs = [masked_scores(scorer, *make_inputs(s))
+               for s in iter_slices(n, batch_size, progress, desc)]
     return torch.cat(outputs)
+
+
+def masked_scores(scorer: Any, batch: torch.Tensor, rows: torch.Tensor,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``scorer(batch, rows)``, layer-masked by ``keep`` when given."""
+    return scorer(batch, rows) if keep is None else layer_masked_scores(scorer, batch, rows, keep)
 
 
 def gradients_generated(model: Model, n: int,

@@ -127,8 +127,8 @@ def _flat(args, kwargs):
 
 def layer_masked_scores(scorer: Any, batch: torch.Tensor, rows: torch.Tensor,
                         keep: torch.Tensor) -> torch.Tensor:
-    """``scorer(batch, rows)`` (a call's :class:`~pellucid._scorer.Scorer`) with the positions
-    where ``keep`` is 0 masked at every layer."""
+    """``scorer(batch, rows)`` (a call's :class:`~pellucid._scorer.Scorer`, or its
+    ``forward``) with the positions where ``keep`` is 0 masked at every layer."""
     with LayerMasking(keep) as mode:
         return scorer(mode.masked_input(batch), rows)
 

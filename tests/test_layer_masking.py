@@ -134,3 +134,85 @@ def test_deletion_and_insertion_with_layer_masking_follow_the_written_out_curve(
             expected.append(out)
         torch.testing.assert_close(torch.as_tensor(result.curves).float(),
                                    torch.stack(expected, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_rise_with_layer_masking_is_its_formula_over_binary_layer_masks():
+    from pellucid.explain import Rise
+    from pellucid.explain.perturbation.rise import RiseMaskDesign
+    model = cnn()
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    heatmaps = Rise(model, nb_samples=12, grid_size=4, masking="layer", seed=8, batch_size=5,
+                    progress=False).explain(x, 1)
+    design = RiseMaskDesign.draw(12, 4, 0.5, (16, 16), torch.Generator().manual_seed(8))
+    masks = (design.masks(slice(None)) >= 0.5).float()          # (12, 16, 16), 0 or 1
+    expected = torch.zeros(2, 16, 16)
+    with torch.no_grad():
+        for mask in masks:
+            p = layer_masked_forward(model, x, mask.expand(2, 16, 16)).softmax(1)[:, 1]
+            expected += p[:, None, None] * mask
+    torch.testing.assert_close(heatmaps, expected / (12 * 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_sobol_with_layer_masking_gives_the_analytic_indices_of_an_additive_model():
+    """Under layer masking, a 1 x 1 convolution and a linear head on the flattened map give
+    ``f = c + sum_i z_i c_i`` over binary cells ``z_i`` (``c_i = sum_{p in i} w_p (a x_p + b)``:
+    the bias of a masked position is masked too), so ``ST_i = c_i^2 / sum_j c_j^2``."""
+    from pellucid.explain import SobolAttribution
+    torch.manual_seed(9)
+    conv, head = nn.Conv2d(1, 1, 1), nn.Linear(64, 1)
+    with torch.no_grad():
+        conv.weight.fill_(0.5)
+        conv.bias.fill_(2.0)
+    model = nn.Sequential(conv, nn.Flatten(), head).eval()
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(10))
+    total = SobolAttribution(model, grid_size=2, nb_design=512, masking="layer", seed=0,
+                             progress=False).indices(x, 0).total[0]
+    with torch.no_grad():
+        contribution = (head.weight.view(8, 8) * (0.5 * x[0, 0] + 2.0)).view(2, 4, 2, 4)
+    c = contribution.sum((1, 3))                                 # (2, 2) cells
+    torch.testing.assert_close(total, c ** 2 / (c ** 2).sum(), rtol=0, atol=0.03)
+    with pytest.raises(ValueError, match="perturbation"):
+        SobolAttribution(model, masking="layer", perturbation="blur")
+
+
+def test_group_methods_with_layer_masking_score_layer_masked_coalitions():
+    from pellucid.explain import FeatureAblation, KernelShap
+    model = cnn()
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(11))
+    quadrants = (torch.arange(16)[:, None] // 8) * 2 + torch.arange(16)[None] // 8
+    ablation = FeatureAblation(model, feature_mask=quadrants, masking="layer", batch_size=3,
+                               progress=False).explain_groups(x, 1)
+    with torch.no_grad():
+        full = model(x)[:, 1]
+        for g in range(4):
+            keep = (quadrants != g).float().expand(2, 16, 16)
+            drop = full - layer_masked_forward(model, x, keep)[:, 1]
+            torch.testing.assert_close(ablation.values[:, g], drop, rtol=1e-5, atol=1e-6)
+        nothing = layer_masked_forward(model, x, torch.zeros(2, 16, 16))[:, 1]
+    shap = KernelShap(model, feature_mask=quadrants, masking="layer", nb_samples=64, seed=0,
+                      progress=False).explain_groups(x, 1)
+    # efficiency: the values share f(x) - f(everything masked at every layer)
+    torch.testing.assert_close(shap.base_value, nothing, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shap.values.sum(1), full - nothing, rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        FeatureAblation(lambda a: a.flatten(1)[:, :2], masking="layer")
+
+
+def test_road_with_layer_masking_masks_the_removed_pixels_instead_of_imputing_them():
+    from pellucid.metrics import Road
+    model = cnn()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(12))
+    heatmaps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(13))
+    order = heatmaps.view(2, -1).argsort(1, descending=True)
+    result = Road(model, fractions=(0.25, 0.5), order="morf", masking="layer", batch_size=3,
+                  progress=False)(x, heatmaps, 1)
+    expected = []
+    for k in (16, 32):
+        keep = torch.ones(2, 64)
+        keep.scatter_(1, order[:, :k], 0)
+        with torch.no_grad():
+            expected.append(layer_masked_forward(model, x, keep.view(2, 8, 8)).softmax(1)[:, 1])
+    torch.testing.assert_close(torch.as_tensor(result.details["morf_curves"]).float(),
+                               torch.stack(expected, 1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="masking must be"):
+        Road(model, masking="zero")

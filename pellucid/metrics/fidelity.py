@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from .._baselines import check_baseline, make_baseline
-from .._layer_masking import check_layer_masking, layer_masked_scores
-from .._batching import iter_slices, score_generated
+from .._layer_masking import check_layer_masking
+from .._batching import score_generated
 from .._validation import check_fits_images, check_positive_int, check_probability
 from .._scoring import descending_ranks, normalized_auc, pearson_rows, runs_by_sample
 from .base import MetricResult, ModelMetric
@@ -82,22 +82,18 @@ class _CausalMetric(ModelMetric):
                             out=out[rows])
             return out, torch.arange(s.start, s.stop) // points
 
-        def layer_masked(s: slice) -> torch.Tensor:
+        def layer_masked(s: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             # the pixels that hold the input are kept; the others are masked at every layer
             keep = torch.empty((s.stop - s.start, n_pixels), device=device)
             for sample, rows, steps in runs_by_sample(s, points):
                 replaced = ranks[sample] < changed[steps, None]
                 keep[rows] = (replaced != self.starts_from_input).to(keep)
-            batch, rows = make_inputs(s)
-            return layer_masked_scores(scorer, batch, rows, keep.view(-1, *x.shape[2:]))
+            return *make_inputs(s), keep.view(-1, *x.shape[2:])
 
-        if self.masking == "layer":
-            scores = torch.cat([layer_masked(s) for s in iter_slices(
-                n * points, self.batch_size, self.progress, self.name)])
-        else:
-            scores = score_generated(scorer, n * points, make_inputs,
-                                     batch_size=self.batch_size, progress=self.progress,
-                                     desc=self.name)
+        scores = score_generated(scorer, n * points,
+                                 layer_masked if self.masking == "layer" else make_inputs,
+                                 batch_size=self.batch_size, progress=self.progress,
+                                 desc=self.name)
         curves = scores.view(n, points)
         return MetricResult(self.name, normalized_auc(curves.numpy()), curves=curves.numpy(),
                             fractions=(changed.double().cpu() / n_pixels).numpy(),

@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
 from .._batching import iter_slices
+from .._layer_masking import check_layer_masking, layer_masked_scores
 from .._validation import check_choice, check_non_negative
 from .._scoring import check_fractions, descending_ranks, trapezoid_auc
 from ..selectors import top_class_hits
@@ -100,6 +101,10 @@ class Road(ModelMetric):
         probabilities: curves of the target's softmax probability (True) or raw output.
         seed: seed of that noise (drawn batch after batch: the same seed and batch_size give
             the same result; with ``noise_level=0`` the result does not depend on batch_size).
+        masking: ``"fill"`` (noisy linear imputation, the paper's) or ``"layer"``: the removed
+            pixels are masked at every layer of a CNN instead (Balasubramanian & Feizi, 2023,
+            :mod:`pellucid._layer_masking`; torch Modules; no imputation, no noise): another
+            way to keep the model from reading the removed region's shape.
     """
 
     name = "road"
@@ -108,12 +113,17 @@ class Road(ModelMetric):
     def __init__(self, model: Any, *,
                  fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                  order: str = "both", noise_level: float = 0.01, probabilities: bool = True,
-                 **common: Any):
+                 masking: str = "fill", **common: Any):
         super().__init__(model, **common)
+        check_layer_masking(masking, self._model)
+        self.masking = masking
         self.probabilities = bool(probabilities)
         self.fractions = check_fractions("fractions", fractions)
         self.order = check_choice("order", order, ORDERS)
         self.noise_level = check_non_negative("noise_level", noise_level)
+
+    def _check_inputs(self, x):
+        check_layer_masking(self.masking, self._model, x)
 
     @property
     def higher_is_better(self) -> bool:
@@ -129,19 +139,22 @@ class Road(ModelMetric):
         lerf = torch.tensor([order == "lerf" for order in orders])
         generator = self._generator()
 
-        def make_inputs(s: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        def make_inputs(s: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             index = torch.arange(s.start, s.stop)
             sample, combination = index // per_sample, index % per_sample
             count, from_bottom = counts[combination % len(counts)], lerf[combination // len(counts)]
             position = torch.where(from_bottom[:, None], height * width - 1 - ranks[sample],
                                    ranks[sample])
             keep = (position >= count[:, None]).view(-1, height, width)
-            return noisy_linear_impute(x[sample], keep, self.noise_level, generator), sample
+            if self.masking == "layer":
+                return x[sample], sample, keep
+            return noisy_linear_impute(x[sample], keep, self.noise_level, generator), sample, None
 
         scores, hits = [], []
         for s in iter_slices(n * per_sample, self.batch_size, self.progress, self.name):
-            batch, rows = make_inputs(s)
-            outputs = scorer.forward(batch, rows)
+            batch, rows, keep = make_inputs(s)
+            outputs = (scorer.forward(batch, rows) if keep is None else
+                       layer_masked_scores(scorer.forward, batch, rows, keep))
             scores.append(scorer.select(outputs, rows).float().cpu())
             hits.append(top_class_hits(scorer.selector, outputs, rows))
         outputs = torch.cat(scores).view(n, len(orders), -1).double().numpy()

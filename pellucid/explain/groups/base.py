@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..._baselines import check_baseline, make_baseline
+from ..._layer_masking import check_layer_masking
 from ..._scorer import Scorer
 from ...features import as_labels, check_feature_mask, resolve_feature_mask
 from ..base import Explainer
@@ -65,13 +66,19 @@ class GroupExplainer(Explainer):
             ``"mean"`` or ``"blur"`` (:mod:`pellucid._baselines`).
         probabilities: explain the softmax of the model's outputs instead of its raw outputs
             (the default, as Occlusion: logits for a Module, ``predict_proba`` for scikit-learn).
+        masking: ``"fill"`` (removed groups become the baseline) or ``"layer"`` (layer
+            masking, Balasubramanian & Feizi 2023: removed groups are masked at every layer
+            of a CNN, the model never sees a fill; :mod:`pellucid._layer_masking`; images and
+            torch Modules only; ``baseline`` is then unused).
     """
 
     multi_target = True
 
     def __init__(self, model: Any, *, feature_mask: Any = None, baseline: Any = 0.0,
-                 probabilities: bool = False, **common: Any):
+                 probabilities: bool = False, masking: str = "fill", **common: Any):
         super().__init__(model, **common)
+        check_layer_masking(masking, self._model)
+        self.masking = masking
         if not (feature_mask is None or callable(feature_mask)):
             as_labels(feature_mask)  # its shape is checked against the inputs of each call
         self.feature_mask = feature_mask
@@ -79,9 +86,24 @@ class GroupExplainer(Explainer):
         self.probabilities = bool(probabilities)
 
     def _check_inputs(self, x: torch.Tensor) -> None:
-        make_baseline(self.baseline, x)
+        check_layer_masking(self.masking, self._model, x)
+        self._reference(x)
         if not (self.feature_mask is None or callable(self.feature_mask)):
             check_feature_mask(self.feature_mask, x)  # a callable's mask is checked once made
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        """What removed groups become in the inputs: the baseline, or 0 under layer masking
+        (masked at every layer, their value is never read)."""
+        return make_baseline(0.0 if self.masking == "layer" else self.baseline, x)
+
+    def _score_coalitions(self, scorer: Any, x: torch.Tensor, reference: torch.Tensor,
+                          masks: torch.Tensor, coalitions: list[torch.Tensor], **options: Any
+                          ) -> list[torch.Tensor]:
+        """:func:`~pellucid.explain.groups.coalitions.score_coalitions` with this explainer's
+        masking and batch size (``reference``: :meth:`_reference`)."""
+        return score_coalitions(scorer, x, reference, masks, coalitions,
+                                batch_size=self.batch_size, layer_masking=self.masking == "layer",
+                                **options)
 
     def explain_groups(self, inputs: Any, targets: Any = None, *, forward_kwargs: Any = None
                        ) -> GroupExplanation:
@@ -102,9 +124,9 @@ class GroupExplainer(Explainer):
         # depend on the others of the call (all inputs share the coalitions, as RISE its masks)
         by_count = {m: self._design(m, self._generator()) for m in sorted(set(counts))}
         designs = [by_count[m] for m in counts]
-        scores = score_coalitions(scorer, x, make_baseline(self.baseline, x), masks,
-                                  [z for z, _ in designs], batch_size=self.batch_size,
-                                  progress=self.progress, desc=type(self).__name__)
+        scores = self._score_coalitions(scorer, x, self._reference(x), masks,
+                                        [z for z, _ in designs],
+                                        progress=self.progress, desc=type(self).__name__)
         solved = [self._solve(z, info, s.double()) for (z, info), s in zip(designs, scores)]
         values = torch.full((len(x), scorer.nb_targets, max(counts)), float("nan"))
         for i, (value, _) in enumerate(solved):

@@ -23,21 +23,23 @@ import bisect
 
 import torch
 
-from ..._batching import iter_slices
+from ..._batching import iter_slices, masked_scores
 from ..._scorer import Scorer
 from ..perturbation.base import _Buffer
 
 
 def score_coalitions(scorer: Scorer, x: torch.Tensor, reference: torch.Tensor,
                      masks: torch.Tensor, coalitions: list[torch.Tensor], *, batch_size: int,
-                     progress: bool = False, desc: str | None = None) -> list[torch.Tensor]:
+                     progress: bool = False, desc: str | None = None,
+                     layer_masking: bool = False) -> list[torch.Tensor]:
     """Scores ``(S_i, T)`` of every coalition of every input.
 
     ``x``, ``reference``: inputs and baselines ``(N, ...)``; ``masks``: ``(N, H, W)`` /
     ``(N, F)`` labels; ``coalitions[i]``: ``(S_i, M_i)`` in ``{0, 1}`` for input ``i``. The
     coalitions of all inputs form one stream cut into passes of ``batch_size``, so a pass may
     hold several inputs (tabular data with few groups). ``scorer(batch, rows)`` gives the
-    scores of one pass (``rows``: the input of each item).
+    scores of one pass (``rows``: the input of each item). ``layer_masking``: the removed
+    groups are also masked at every layer (:mod:`pellucid._layer_masking`; images only).
     """
     device = scorer.model.device
     x, reference = x.to(device), reference.to(device)
@@ -49,9 +51,12 @@ def score_coalitions(scorer: Scorer, x: torch.Tensor, reference: torch.Tensor,
     # full-size masks a few rows at a time (about _MASK_BYTES), not a whole batch of them
     step = max(1, _MASK_BYTES // (flat_masks.shape[1] * x.element_size()))
     inputs_buffer, keep_buffer, z_buffer = _Buffer(), _Buffer(), _Buffer()
+    pass_keep_buffer = _Buffer()
     scores = None
     for s in iter_slices(starts[-1], batch_size, progress, desc):
         out = inputs_buffer.take((s.stop - s.start, *x.shape[1:]), x.dtype, device)
+        pass_keep = (pass_keep_buffer.take((s.stop - s.start, *x.shape[2:]), x.dtype, device)
+                     if layer_masking else None)
         # the inputs whose coalitions fall in this pass, a block of rows at a time
         for i in range(bisect.bisect_right(starts, s.start) - 1,
                        bisect.bisect_left(starts, s.stop)):
@@ -64,7 +69,9 @@ def score_coalitions(scorer: Scorer, x: torch.Tensor, reference: torch.Tensor,
                 kept = keep.view(-1, 1, *x.shape[2:]) if x.ndim == 4 else keep
                 torch.addcmul(reference[i], kept, difference[i],
                               out=out[low - s.start:high - s.start])
-        result = scorer(out, rows[s])
+                if pass_keep is not None:
+                    pass_keep[low - s.start:high - s.start] = keep.view(-1, *x.shape[2:])
+        result = masked_scores(scorer, out, rows[s], pass_keep)
         if scores is None:
             scores = torch.empty(starts[-1], *result.shape[1:], dtype=result.dtype)
         scores[s] = result

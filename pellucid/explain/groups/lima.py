@@ -11,12 +11,10 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..._baselines import make_baseline
 from ..._scorer import Scorer
 from ..._validation import check_choice, check_non_negative, check_positive_int
 from ...features import resolve_feature_mask
 from .base import GroupExplainer, GroupExplanation
-from .coalitions import score_coalitions
 
 
 class Lima(GroupExplainer):
@@ -89,7 +87,7 @@ class Lima(GroupExplainer):
     def _explain_groups(self, x: torch.Tensor, scorer: Scorer) -> GroupExplanation:
         masks = resolve_feature_mask(self.feature_mask, x)
         counts = (masks.flatten(1).amax(1) + 1).tolist()
-        reference = make_baseline(self.baseline, x)
+        reference = self._reference(x)
         self._check_terms(x, scorer)
         values = torch.full((len(x), scorer.nb_targets, max(counts)), float("nan"))
         for j in range(scorer.nb_targets):
@@ -126,8 +124,7 @@ class Lima(GroupExplainer):
             x, reference, masks, counts, terms))]
 
         def run(sets: list[torch.Tensor]) -> list[torch.Tensor]:
-            return score_coalitions(terms, x, reference, masks, sets,
-                                    batch_size=self.batch_size)
+            return self._score_coalitions(terms, x, reference, masks, sets)
 
         bar = tqdm(total=sum(counts), desc=type(self).__name__, leave=False,
                    disable=not self.progress)
@@ -179,7 +176,7 @@ class Lima(GroupExplainer):
         if self.effectiveness == 0:
             return [None] * len(x)
         singles = [torch.eye(m, dtype=torch.bool) for m in counts]
-        scores = score_coalitions(terms, x, reference, masks, singles, batch_size=self.batch_size)
+        scores = self._score_coalitions(terms, x, reference, masks, singles)
         distances = []
         for s in scores:
             phi = torch.nn.functional.normalize(s[:, 2:].double(), dim=1)

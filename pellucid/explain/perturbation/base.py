@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..._baselines import check_baseline, make_baseline
-from ..._batching import iter_slices
+from ..._batching import iter_slices, masked_scores
+from ..._layer_masking import check_layer_masking
 from ..._scorer import Scorer
 from ..base import Explainer
 
@@ -27,18 +28,32 @@ class MaskExplainer(Explainer):
     ``probabilities``: score the softmax of the model's outputs rather than its raw outputs
     (the policy of :mod:`pellucid.selectors`: refused for a model without classes). Every
     target of a call (``(N, T)`` targets) is scored from the same forward passes.
+
+    ``masking="layer"`` (Balasubramanian & Feizi, 2023; images and torch Modules): the masks
+    are made binary (a pixel is kept where ``M >= 1/2``) and the removed pixels are masked at
+    every layer of the CNN instead of filled (:mod:`pellucid._layer_masking`; ``baseline``
+    unused). Layer masking has no soft masks: a position is seen or not.
     """
 
     multi_target = True
 
     def __init__(self, model: Any, *, baseline: Any = 0.0, probabilities: bool = True,
-                 **common: Any):
+                 masking: str = "fill", **common: Any):
         super().__init__(model, **common)
+        check_layer_masking(masking, self._model)
+        self.masking = masking
         self.baseline = check_baseline(baseline)
         self.probabilities = bool(probabilities)
 
     def _check_inputs(self, x: torch.Tensor) -> None:
-        make_baseline(self.baseline, x)  # wrong shape or kind raises before any pass
+        check_layer_masking(self.masking, self._model, x)
+        if self.masking == "fill":
+            make_baseline(self.baseline, x)  # wrong shape or kind raises before any pass
+
+    def _fill(self) -> Any:
+        """What the removed pixels become in the inputs: the baseline, or 0 under layer
+        masking (masked at every layer, their value is never read)."""
+        return 0.0 if self.masking == "layer" else self.baseline
 
     def _masked_scores(self, x: torch.Tensor, scorer: Scorer, nb_masks: int,
                        masks_for: Callable[[slice], torch.Tensor], perturb: Perturbation,
@@ -55,12 +70,17 @@ class MaskExplainer(Explainer):
         images_per_pass = min(n, self.batch_size)
         masks_per_pass = max(1, self.batch_size // images_per_pass)
         scores = torch.empty(nb_masks, n, scorer.nb_targets)
+        layer = self.masking == "layer"
         for mask_slice in iter_slices(nb_masks, masks_per_pass, self.progress,
                                       type(self).__name__):
             masks = masks_for(mask_slice).to(x.device)
+            if layer:
+                masks = (masks >= 0.5).to(masks)
             for image_slice in iter_slices(n, images_per_pass):
+                k = image_slice.stop - image_slice.start
                 rows = torch.arange(image_slice.start, image_slice.stop).repeat(len(masks))
-                block = scorer(perturb(image_slice, masks), rows)
+                keep = masks.repeat_interleave(k, 0) if layer else None  # mask-major items
+                block = masked_scores(scorer, perturb(image_slice, masks), rows, keep)
                 block = block.view(len(masks), -1, block.shape[1])
                 scores[mask_slice, image_slice] = block
                 if consume is not None:

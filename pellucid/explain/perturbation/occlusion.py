@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from ..._baselines import check_baseline, make_baseline
-from ..._batching import iter_slices, score_generated
-from ..._layer_masking import check_layer_masking, layer_masked_scores
+from ..._batching import score_generated
+from ..._layer_masking import check_layer_masking
 from ..._scorer import Scorer
 from ..base import Explainer
 
@@ -90,21 +90,19 @@ class Occlusion(Explainer):
                 out[j, :, r:r + height, c:c + width] = baseline[n, :, r:r + height, c:c + width]
             return out.view(len(sample), *x.shape[1:]), sample
 
-        def layer_masked(s: slice) -> torch.Tensor:
+        def layer_masked(s: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            # the same copies, and each window masked at every layer (its fill never read)
             batch, sample = make_inputs(s)
             keep = torch.ones(len(sample), *images.shape[2:], device=images.device)
             for j, w in enumerate((torch.arange(s.start, s.stop) % k).tolist()):
                 keep[j, row_starts[w]:row_starts[w] + height,
                      col_starts[w]:col_starts[w] + width] = 0
-            return layer_masked_scores(scorer, batch, sample, keep)
+            return batch, sample, keep
 
-        if self.masking == "layer":
-            scores = torch.cat([layer_masked(s) for s in iter_slices(
-                len(x) * k, self.batch_size, self.progress, "Occlusion")])
-        else:
-            scores = score_generated(scorer, len(x) * k, make_inputs,
-                                     batch_size=self.batch_size, progress=self.progress,
-                                     desc="Occlusion")
+        scores = score_generated(scorer, len(x) * k,
+                                 layer_masked if self.masking == "layer" else make_inputs,
+                                 batch_size=self.batch_size, progress=self.progress,
+                                 desc="Occlusion")
         scores = scores.view(len(x), k, -1)              # (N, 1 + windows, T)
         drops = scores[:, :1] - scores[:, 1:]
         total = torch.zeros(len(x), scores.shape[2], images.shape[2], images.shape[3])

@@ -92,7 +92,9 @@ class Rise(MaskExplainer):
     :mod:`pellucid.selectors`); ``False`` scores the raw outputs. ``baseline``: what masked
     parts become: ``0.0`` (the paper's ``x * M``), a number, a tensor broadcastable to the
     inputs (e.g. a background mean for tabular data), ``"blur"`` or ``"mean"`` (see
-    :mod:`pellucid._baselines`).
+    :mod:`pellucid._baselines`). ``masking="layer"``: binary masks (``M_i >= 1/2``) and the
+    removed pixels masked at every layer of a CNN instead of filled (see
+    :class:`~pellucid.explain.perturbation.base.MaskExplainer`).
 
     Cost: ``nb_samples`` forward passes per input, ``batch_size`` at a time.
     """
@@ -116,7 +118,7 @@ class Rise(MaskExplainer):
             weighted = torch.einsum("mkt,mp->ktp", scores.to(masks), masks.flatten(1))
             saliency[images] += weighted.reshape(saliency[images].shape).cpu()
 
-        self._masked_scores(x, scorer, self.nb_samples, masks_for, inpainting(x, self.baseline),
+        self._masked_scores(x, scorer, self.nb_samples, masks_for, inpainting(x, self._fill()),
                            accumulate)
         return saliency / (self.nb_samples * self.preservation_probability)
 

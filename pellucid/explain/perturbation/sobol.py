@@ -49,6 +49,11 @@ class SobolAttribution(MaskExplainer):
       Xplique compute (their docstrings say ``x + (M - 1/2) * sigma``, which neither computes).
       Multiplicative: for a linear model it gives ``ST_i = (w_i x_i)^2 / sum_j (w_j x_j)^2``.
 
+    ``masking="layer"`` (with ``"inpainting"``): the design's values become binary cells
+    (kept where ``M >= 1/2``: independent Bernoulli(1/2) inputs, for which the Sobol indices
+    are defined as for uniform ones), and the removed cells are masked at every layer of a CNN
+    instead of filled (:mod:`pellucid._layer_masking`).
+
     Scores are the model's raw outputs by default (``probabilities=False``), as in the reference
     code. Cost: ``nb_design * (grid_size^2 + 2)`` forward passes per image (``nb_design * (F + 2)``
     per tabular row), ``batch_size`` at a time; ``nb_design`` must be a power of 2.
@@ -62,6 +67,10 @@ class SobolAttribution(MaskExplainer):
         self.nb_design = check_power_of_two("nb_design", nb_design)
         self.perturbation = check_choice("perturbation", perturbation, PERTURBATIONS)
         self.sigma = check_non_negative("sigma", sigma)
+        if self.masking == "layer" and self.perturbation != "inpainting":
+            raise ValueError(f"masking='layer' removes the masked cells (perturbation "
+                             f"'inpainting'); perturbation {perturbation!r} fills them: use "
+                             "one or the other")
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         if x.ndim == 2 and self.perturbation == "blur":
@@ -123,7 +132,7 @@ class SobolAttribution(MaskExplainer):
         """``perturb(image_ids, masks)`` for the chosen perturbation (see the class docstring)."""
         if self.perturbation == "amplitude":
             return amplitude(x, self.sigma)
-        return inpainting(x, "blur" if self.perturbation == "blur" else self.baseline)
+        return inpainting(x, "blur" if self.perturbation == "blur" else self._fill())
 
 
 class _NearestUpsampler:
