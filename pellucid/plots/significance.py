@@ -40,7 +40,11 @@ def cliques(average_ranks: Mapping[str, float], cd: float) -> list[tuple[str, ..
     the groups are sorted by rank and none is contained in another. ``[]`` when every pair
     differs significantly.
     """
-    ranked = _sorted_ranks(average_ranks, cd)
+    return _cliques(_sorted_ranks(average_ranks, cd), cd)
+
+
+def _cliques(ranked: list[tuple[str, float]], cd: float) -> list[tuple[str, ...]]:
+    """:func:`cliques` of ranks already sorted by :func:`_sorted_ranks`."""
     groups, last_end = [], 0
     for start, (_, low) in enumerate(ranked):
         end = start
@@ -82,7 +86,7 @@ def critical_difference_diagram(average_ranks: Mapping[str, float], cd: float, *
     """
     ranked = _sorted_ranks(average_ranks, cd)
     k = len(ranked)
-    groups = cliques(average_ranks, cd)
+    groups = _cliques(ranked, cd)
     rank_of = dict(ranked)
     low = min(1, math.floor(ranked[0][1]))
     high = max(k, math.ceil(ranked[-1][1]))

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..deeplift.mode import ELEMENTWISE
+from ..deeplift.mode import CONVOLUTIONS, ELEMENTWISE, PRODUCTS, WEIGHTED, split_weighted
 from ..deeplift.rules import with_gradient_of
 
 STABILISER = 1e-9
@@ -105,8 +105,6 @@ def zbox(call, a, weight, bias, *, carrier, low, high):
     return with_gradient_of(z, _share(z, z_mod, STABILISER))
 
 
-CONVOLUTIONS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
-                F.conv_transpose3d)
 FOLDABLE = (F.conv1d, F.conv2d, F.conv3d, F.linear)
 """Layers whose output channels are dimension 1 and the weight's dimension 0 (a batch norm after
 them is folded in)."""
@@ -179,9 +177,7 @@ COPIES = (torch.Tensor.to, torch.Tensor.contiguous, torch.Tensor.float, torch.Te
 
 
 def _weighted(mode, func, args, kwargs):
-    rest, keywords = list(args), dict(kwargs)
-    x, weight, bias = (rest.pop(0) if rest else keywords.pop(name, None)
-                       for name in ("input", "weight", "bias"))
+    x, weight, bias, rest, keywords = split_weighted(args, kwargs)
     if not _depends(x) or not isinstance(weight, torch.Tensor):
         return func(*args, **kwargs)
     rule = mode.conv_rule if func in CONVOLUTIONS else mode.linear_rule
@@ -293,7 +289,7 @@ def _multi_head_attention(mode, func, args, kwargs):
 
 def _handlers() -> dict:
     handlers: dict = {}
-    for func in (F.linear, *CONVOLUTIONS):
+    for func in WEIGHTED:
         handlers[func] = _weighted
     for name in ELEMENTWISE:
         if name in ("exp", "log", "sqrt", "rsqrt", "reciprocal", "square", "pow", "__pow__",
@@ -306,9 +302,7 @@ def _handlers() -> dict:
             in_place = getattr(namespace, name + "_", None)
             if in_place is not None:
                 handlers.setdefault(in_place, partial(_identity, in_place=True))
-    for func in (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__,
-                 torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
-                 torch.Tensor.bmm):
+    for func in PRODUCTS:
         handlers[func] = _half_product
     for func in (torch.div, torch.true_divide, torch.Tensor.div, torch.Tensor.__truediv__):
         handlers[func] = _constant_divisor

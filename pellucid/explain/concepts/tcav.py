@@ -127,7 +127,8 @@ class Tcav(ModelRunner):
                 raise ValueError("TCAV scores one target per input; got (N, T) targets. Call "
                                  "once per class (the CAVs are cached).")
             memo: dict[Any, np.ndarray] = {}
-            cavs = np.stack([self._cavs(name, examples, pool, memo)
+            pool_digest = _digest(pool)
+            cavs = np.stack([self._cavs(name, examples, pool, pool_digest, memo)
                              for name, examples in concept_sets.items()])   # (K, 2, runs, D)
             derivatives = self._directional_derivatives(x, scorer, cavs.reshape(-1, cavs.shape[-1]))
         positive = (derivatives > 0).mean(0).reshape(cavs.shape[:3])        # (K, 2, runs)
@@ -167,16 +168,16 @@ class Tcav(ModelRunner):
         return sets, pool
 
     def _to_model(self, x: torch.Tensor) -> torch.Tensor:
-        parameter = next(self._model.module.parameters(), None)
-        dtype = parameter.dtype if parameter is not None else torch.float32
-        return x.to(self._model.device, dtype)
+        return x.to(self._model.device, self._model.dtype)
 
-    def _cavs(self, name, examples, pool, memo: dict) -> np.ndarray:
+    def _cavs(self, name, examples, pool, pool_digest: str, memo: dict) -> np.ndarray:
         """``(2, n_runs, D)``: the concept's CAVs and the random CAVs, run by run; the
-        activations are computed only for CAVs not in the cache (``memo``: this call's)."""
+        activations are computed only for CAVs not in the cache (``memo``: this call's;
+        ``pool_digest``: :func:`_digest` of ``pool``)."""
         m = len(examples)
         base = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-        data = {"concept": _digest(name, examples, pool), "random": _digest("", pool, m)}
+        data = {"concept": _digest(name, examples, pool_digest),
+                "random": _digest("", pool_digest, m)}
         keys = [self._key(data[kind], base, run)
                 for kind in ("concept", "random") for run in range(self.n_runs)]
         cavs = [self._cached(key) for key in keys]
@@ -284,8 +285,8 @@ class Tcav(ModelRunner):
 
 
 def _digest(*parts: Any) -> str:
-    """A hash of names, sizes and tensors (their shape and bytes); random CAVs hash the pool
-    and the concept's size only, so the concepts of one size share them."""
+    """A hash of names, sizes, digests and tensors (their shape and bytes); random CAVs hash the
+    pool's digest and the concept's size only, so the concepts of one size share them."""
     digest = hashlib.sha1()
     for part in parts:
         if isinstance(part, torch.Tensor):

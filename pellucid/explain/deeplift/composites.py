@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..attention.capture import additive_mask
 from .rules import RescaleElementwise, bilinear
 
 
@@ -123,11 +124,12 @@ def multi_head_attention(query, key, value, num_heads, in_proj_weight, in_proj_b
     mask = torch.zeros(1, 1, t, s, dtype=query.dtype, device=query.device)
     if attn_mask is not None:
         shape = (1, 1, t, s) if attn_mask.ndim == 2 else (-1, num_heads, t, s)  # (N * h, t, s)
-        mask = mask + _additive(attn_mask, query.dtype).view(shape)
+        mask = mask + additive_mask(attn_mask, query.dtype).to(query.dtype).view(shape)
     elif is_causal:
         mask = mask.masked_fill(~torch.ones(t, s, dtype=torch.bool).tril(), float("-inf"))
     if key_padding_mask is not None:
-        mask = mask + _additive(key_padding_mask, query.dtype).view(n, 1, 1, s)
+        padding = additive_mask(key_padding_mask, query.dtype).to(query.dtype)
+        mask = mask + padding.view(n, 1, 1, s)
     scores = bilinear(torch.matmul, q / math.sqrt(d), k.transpose(-2, -1)) + mask
     probabilities = softmax(scores, -1)
     out = bilinear(torch.matmul, probabilities, v).transpose(1, 2).reshape(n, t, e)
@@ -136,11 +138,3 @@ def multi_head_attention(query, key, value, num_heads, in_proj_weight, in_proj_b
         return out, None
     return out, probabilities.mean(1) if average_attn_weights else probabilities
 
-
-def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean mask (``True``: not allowed, as ``nn.MultiheadAttention`` reads it) as
-    ``-inf``/0; a float mask as it is."""
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            mask, float("-inf"))
-    return mask.to(dtype)

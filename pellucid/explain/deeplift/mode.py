@@ -29,6 +29,25 @@ ELEMENTWISE = ("relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "si
 """Elementwise nonlinearities with a DeepLIFT rule, looked up in ``torch.nn.functional``,
 ``torch`` and ``torch.Tensor`` with their in-place ``name_`` variants."""
 
+CONVOLUTIONS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+                F.conv_transpose3d)
+WEIGHTED = (F.linear, *CONVOLUTIONS)
+"""The layers called ``func(input, weight, bias, *rest)`` (see :func:`split_weighted`)."""
+
+PRODUCTS = (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+            torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
+            torch.Tensor.bmm)
+"""The two-operand products given a product rule (DeepLIFT's, LRP's uniform split)."""
+
+
+def split_weighted(args: tuple, kwargs: dict) -> tuple:
+    """The arguments of a ``WEIGHTED`` call ``func(input, weight, bias, *rest, **keywords)``
+    as ``(input, weight, bias, rest, keywords)`` (``None`` for one not given)."""
+    rest, keywords = list(args), dict(kwargs)
+    x, weight, bias = (rest.pop(0) if rest else keywords.pop(name, None)
+                       for name in ("input", "weight", "bias"))
+    return x, weight, bias, rest, keywords
+
 
 class DeepLiftMode(TorchFunctionMode):
     """Route the nonlinearities (and, for RevealCancel, the linear and convolution layers) of a
@@ -98,9 +117,7 @@ def _max_pool(layout, func, args, kwargs, with_indices: Callable):
 
 def _weighted(layout, func, args, kwargs):
     """``func(input, weight, bias, *rest)``: linear, convolution, transposed convolution."""
-    rest, keywords = list(args), dict(kwargs)
-    x, weight, bias = (rest.pop(0) if rest else keywords.pop(name, None)
-                       for name in ("input", "weight", "bias"))
+    x, weight, bias, rest, keywords = split_weighted(args, kwargs)
     if not isinstance(weight, torch.Tensor):
         return func(*args, **kwargs)
     return layout.weighted(lambda t, w, b: func(t, w, b, *rest, **keywords), x, weight, bias)
@@ -183,13 +200,9 @@ def _instance_norm(mode, func, args, kwargs):
 
 def _softmax(mode, func, args, kwargs, rule):
     """``softmax``/``log_softmax`` in their ``F``, ``torch`` and ``Tensor`` spellings."""
-    if inspect.isfunction(func):
-        arguments = _bound(func, args, kwargs)
-        x, dim, dtype = arguments["input"], arguments.get("dim"), arguments.get("dtype")
-    else:
-        names = ("input", "dim", "dtype")
-        arguments = {**dict(zip(names, args)), **kwargs}
-        x, dim, dtype = arguments["input"], arguments.get("dim"), arguments.get("dtype")
+    arguments = (_bound(func, args, kwargs) if inspect.isfunction(func)
+                 else {**dict(zip(("input", "dim", "dtype"), args)), **kwargs})
+    x, dim, dtype = arguments["input"], arguments.get("dim"), arguments.get("dtype")
     if not mode.depends(x) or not isinstance(dim, (int, type(None))):
         return func(*args, **kwargs)
     dim = F._get_softmax_dim("softmax", x.ndim, 3) if dim is None else dim
@@ -294,12 +307,9 @@ def _handlers() -> dict:
             with_indices = getattr(F, f"{kind}{dims}d_with_indices")
             for func in (getattr(F, f"{kind}{dims}d"), with_indices):
                 handlers[func] = _first_stacked(partial(_max_pool, with_indices=with_indices))
-    for func in (F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
-                 F.conv_transpose3d):
+    for func in WEIGHTED:
         handlers[func] = _first_stacked(_weighted)
-    for func in (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__,
-                 torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
-                 torch.Tensor.bmm):
+    for func in PRODUCTS:
         handlers[func] = _product
     for func in (torch.Tensor.mul_, torch.Tensor.__imul__):
         handlers[func] = partial(_in_place, out_of_place=torch.mul, in_place=True)

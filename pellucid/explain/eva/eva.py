@@ -9,7 +9,7 @@ import torch
 from ..._batching import iter_slices
 from ..._scorer import Scorer
 from ..._validation import check_choice
-from ...features import as_labels, resolve_feature_mask
+from ...features import as_labels, check_feature_mask, resolve_feature_mask
 from ...selectors import ClassScore
 from ..base import WhiteBoxExplainer
 from .verified import METHODS, bounded_pass, linear_bounds
@@ -62,8 +62,8 @@ class Eva(WhiteBoxExplainer):
         self.bounds = bounds
 
     def _check_inputs(self, x: torch.Tensor) -> None:
-        if not callable(self.feature_mask):
-            resolve_feature_mask(self.feature_mask, x)
+        if not (self.feature_mask is None or callable(self.feature_mask)):
+            check_feature_mask(self.feature_mask, x)  # the default fits; a callable's: once made
 
     def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         if not isinstance(scorer.selector, ClassScore):

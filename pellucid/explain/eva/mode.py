@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..deeplift.mode import split_weighted
 from .bounds import (Node, affine_backward, max_pool_backward, relu_backward, sum_backward,
                      tighten)
 
@@ -151,9 +152,7 @@ def _matmul(mode, func, args, kwargs):
 
 def _weighted(mode, func, args, kwargs):
     """linear / conv: ``func(x, W, b, *rest)``; ``|A| r`` is ``func(r, |W|)`` without bias."""
-    rest, keywords = list(args), dict(kwargs)
-    x, weight, bias = (rest.pop(0) if rest else keywords.pop(name, None)
-                       for name in ("input", "weight", "bias"))
+    x, weight, bias, rest, keywords = split_weighted(args, kwargs)
     if mode.node_of(weight) is not None or mode.node_of(bias) is not None:
         raise NotImplementedError(f"Eva bounds {func.__name__} with constant weights only")
     return mode.affine(lambda: func(*args, **kwargs), x,

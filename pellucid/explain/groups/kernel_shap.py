@@ -12,6 +12,7 @@ import torch
 from ..._batching import iter_slices
 from ..._validation import check_positive_int
 from .base import GroupExplainer
+from .lime import CHUNK
 
 
 class KernelShap(GroupExplainer):
@@ -62,7 +63,7 @@ class KernelShap(GroupExplainer):
         # 20 000 coalitions of 95 superpixels: the solve peaks at 21 MiB)
         gram = torch.zeros(m - 1, m - 1, dtype=torch.float64)
         moment = torch.zeros(m - 1, scores.shape[1], dtype=torch.float64)
-        for s in iter_slices(len(z) - 2, _CHUNK):
+        for s in iter_slices(len(z) - 2, CHUNK):
             chunk = z[2:][s].double()
             design = chunk[:, :-1] - chunk[:, -1:]
             target = scores[2:][s] - base - chunk[:, -1:] * delta
@@ -72,9 +73,6 @@ class KernelShap(GroupExplainer):
         head = torch.linalg.lstsq(gram, moment, driver="gelsd").solution  # rank-deficient too
         values = torch.cat([head, delta[None] - head.sum(0, keepdim=True)])
         return values, {"prediction": prediction, "base_value": base}
-
-
-_CHUNK = 2048  # coalitions per step of the normal equations and of the sampling
 
 
 def shapley_kernel_design(m: int, nb_samples: int, generator: torch.Generator
@@ -118,7 +116,7 @@ def _sampled_pairs(m: int, size_pairs: list[tuple[int, ...]], mass: np.ndarray, 
     picks = torch.multinomial(pair_mass, draws, replacement=True, generator=generator)
     smallest = torch.tensor([pair[0] for pair in size_pairs])[picks]
     both = torch.empty(2 * draws, m, dtype=torch.bool)
-    for s in iter_slices(draws, _CHUNK):  # a chunk at a time: the float keys and their sort
+    for s in iter_slices(draws, CHUNK):  # a chunk at a time: the float keys and their sort
         # are 16 bytes per draw and group (the same numbers as one torch.rand(draws, m))
         keys = torch.rand(s.stop - s.start, m, generator=generator)  # the `size` smallest kept
         chosen = keys <= keys.sort(1).values.gather(1, smallest[s, None] - 1)

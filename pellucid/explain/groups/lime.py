@@ -45,7 +45,7 @@ class Lime(GroupExplainer):
 
     def _design(self, m: int, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
         z = torch.empty(self.nb_samples, m, dtype=torch.bool)
-        for s in iter_slices(self.nb_samples, _CHUNK):  # the same numbers as one torch.rand,
+        for s in iter_slices(self.nb_samples, CHUNK):  # the same numbers as one torch.rand,
             z[s] = torch.rand(s.stop - s.start, m, generator=generator) < 0.5  # 1/4 the bytes
         z[0] = True
         return z, None
@@ -72,7 +72,9 @@ class Lime(GroupExplainer):
         return torch.from_numpy(coefficients.T.copy()), {"r2": torch.as_tensor(r2)}
 
 
-_CHUNK = 2048  # samples per step of the design and of the ridge's normal equations
+CHUNK = 2048
+"""Coalitions per step when drawing a design or accumulating normal equations (Lime,
+KernelShap): bounds the float temporaries to ``CHUNK x M``."""
 
 
 def weighted_ridge(z: torch.Tensor, targets: np.ndarray, weights: np.ndarray, alpha: float
@@ -92,14 +94,14 @@ def weighted_ridge(z: torch.Tensor, targets: np.ndarray, weights: np.ndarray, al
     m = z.shape[1]
     total = w.sum()
     mean_z = torch.zeros(m, dtype=torch.float64)
-    for s in iter_slices(len(z), _CHUNK):
+    for s in iter_slices(len(z), CHUNK):
         mean_z += w[s] @ z[s].double()
     mean_z /= total
     mean_y = (w @ y) / total
     yc = y - mean_y
     gram = torch.zeros(m, m, dtype=torch.float64)
     moment = torch.zeros(m, y.shape[1], dtype=torch.float64)
-    for s in iter_slices(len(z), _CHUNK):
+    for s in iter_slices(len(z), CHUNK):
         centred = z[s].double() - mean_z
         weighted = centred * w[s, None]
         gram += weighted.T @ centred
@@ -107,7 +109,7 @@ def weighted_ridge(z: torch.Tensor, targets: np.ndarray, weights: np.ndarray, al
     gram += alpha * torch.eye(m, dtype=torch.float64)
     coefficients = torch.linalg.lstsq(gram, moment, driver="gelsd").solution
     residual_ss = torch.zeros(y.shape[1], dtype=torch.float64)
-    for s in iter_slices(len(z), _CHUNK):
+    for s in iter_slices(len(z), CHUNK):
         residual_ss += w[s] @ (yc[s] - (z[s].double() - mean_z) @ coefficients) ** 2
     total_ss = w @ yc ** 2
     r2 = torch.where(total_ss > 0, 1 - residual_ss / total_ss.clamp(min=1e-300),
