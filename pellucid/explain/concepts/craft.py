@@ -18,6 +18,16 @@ and ``h`` (activations -> logits):
    the input size, ``(N, n_concepts, H, W)``; ``concept_attributions(images)``: gradient x
    input (or any pellucid Explainer) of each concept coefficient w.r.t. the input pixels.
 5. ``concept_metrics(images)``: reconstruction error, sparsity, bottleneck fidelity.
+
+ViT token activations ``(N, T, D)`` (``g`` ending at a transformer block) are read as the CAMs
+read them (``vit_reshape``; ``modules.token_layout``): an optional class token, then the
+``h x w`` patch tokens row by row. The crop activation in 1-2 is the mean patch token (token
+activations averaged; the class token is no spatial position); maps in 4 are the patch tokens'
+``U`` on their grid. In 3 every token, the class token
+included, is encoded and concept ``k`` scaled by ``m_k`` at every token before ``h`` runs on
+them: a head that reads the class token sees the concepts removed there too, and with an exact
+factorization masks of ones give back ``f(x)``. Tokens of a block are signed: use ``"pca"``,
+``"ica"``, ``"kmeans"`` or ``"dictionary"`` (NMF needs a non-negative layer, e.g. after ReLU).
 """
 from __future__ import annotations
 
@@ -37,8 +47,9 @@ from ..perturbation.sobol_estimators import check_power_of_two
 from .factorization import NotFittedError, check_non_negative_activations, make_factorization
 from .importance import IMPORTANCE_METHODS
 from .metrics import ConceptScores
+from ..cam.reshape import vit_reshape
 from .modules import (ConceptHead, ConceptMaskModel, ConceptModel, pool_activations,
-                      split_sequential)
+                      split_sequential, token_layout, tokens_to_grid)
 from .split import layer_name, split_model
 
 class Craft(ModelRunner):
@@ -61,6 +72,9 @@ class Craft(ModelRunner):
         importance: ``"sobol"`` (CRAFT), ``"occlusion"`` or ``"gradient_input"``.
         nb_design: Sobol design size (a power of 2); ``nb_design * (n_concepts + 2)`` passes
             of ``h`` per image.
+        reshape: for token activations ``(N, T, D)``: ``None`` to read ``1 + h*w`` tokens as a
+            class token and a patch grid, ``h*w`` tokens as a grid (the images' aspect ratio),
+            or ``vit_reshape(h, w, drop_class_token)`` (``pellucid.explain.cam``).
         batch_size, seed, device, progress: as for every runner
             (:class:`~pellucid._runner.ModelRunner`).
 
@@ -77,7 +91,7 @@ class Craft(ModelRunner):
     def __init__(self, model: nn.Module, h: nn.Module | None = None, *,
                  target_layer: Any = None, n_concepts: int = 10, factorization: Any = "nmf",
                  patch_size: Any = 0.5, crops_per_image: int = 16, importance: str = "sobol",
-                 nb_design: int = 32, **common: Any):
+                 nb_design: int = 32, reshape: vit_reshape | None = None, **common: Any):
         super().__init__(model, **common)
         self._g, self._h = _split_model(model, h, target_layer)
         self.h = h
@@ -90,6 +104,10 @@ class Craft(ModelRunner):
         self.crops_per_image = check_positive_int("crops_per_image", crops_per_image)
         self.importance = check_choice("importance", importance, tuple(IMPORTANCE_METHODS))
         self.nb_design = check_power_of_two("nb_design", nb_design)
+        if reshape is not None and not isinstance(reshape, vit_reshape):
+            raise TypeError(f"reshape must be None or a vit_reshape(h, w, drop_class_token) for "
+                            f"token activations; got {type(reshape).__name__}")
+        self.reshape = reshape
         self._device = self._model.device
 
     # -- fit / transform -----------------------------------------------------------------
@@ -103,7 +121,9 @@ class Craft(ModelRunner):
         x = self._check_images(images)
         class_id, n_outputs = self._resolve_class(x, targets)
         factorization = make_factorization(self._factorization, self.n_concepts, self.seed)
-        factorization.check_channels(self._activations(x[:1]).shape[1])  # before the crops
+        first = self._activations(x[:1])  # channels and token layout checked before the crops
+        factorization.check_channels(first.shape[-1] if first.ndim == 3 else first.shape[1])
+        self._layout(first, x)
         if len(x) * self.crops_per_image < self.n_concepts:
             raise ValueError(f"{len(x)} images x crops_per_image={self.crops_per_image} crops "
                              f"are fewer than n_concepts={self.n_concepts}; pass more images "
@@ -111,7 +131,7 @@ class Craft(ModelRunner):
         crop_size = _crop_size(self.patch_size, x.shape[2:])
         boxes = _random_boxes(len(x), self.crops_per_image, x.shape[2:], crop_size, self.seed)
         activations = torch.cat([
-            pool_activations(self._activations(_crops(x, boxes[s], crop_size)))
+            self._pooled(_crops(x, boxes[s], crop_size))
             for s in iter_slices(len(boxes), self.batch_size, self.progress, "CRAFT crops")])
         crops_u = factorization.fit(activations.numpy())
         self.factorization_, self.class_id_, self.n_outputs_ = factorization, class_id, n_outputs
@@ -123,9 +143,9 @@ class Craft(ModelRunner):
     @keeps_model_state
     def transform(self, images: Any) -> torch.Tensor:
         """Concept coefficients ``U`` ``(N, n_concepts)`` of the spatially averaged
-        activations (as the crops in ``fit``)."""
+        activations (the mean patch token for tokens; as the crops in ``fit``)."""
         x = self._check_fitted_images(images)
-        return torch.cat([self._encode(pool_activations(self._activations(x[s])))
+        return torch.cat([self._encode(self._pooled(x[s]))
                           for s in iter_slices(len(x), self.batch_size, self.progress,
                                                "CRAFT transform")])
 
@@ -136,15 +156,17 @@ class Craft(ModelRunner):
     @keeps_model_state
     def spatial_coefficients(self, images: Any) -> torch.Tensor:
         """``U`` of every spatial activation vector: ``(N, n_concepts, h, w)`` at the
-        layer's resolution (``(N, n_concepts)`` when ``g`` outputs vectors)."""
-        return self._spatial_coefficients(self._check_fitted_images(images))
+        layer's resolution (of the patch tokens on their grid for tokens; ``(N, n_concepts)``
+        when ``g`` outputs vectors)."""
+        x = self._check_fitted_images(images)
+        return self._on_grid(self._spatial_coefficients(x), x)
 
     @keeps_model_state
     def concept_maps(self, images: Any) -> torch.Tensor:
         """Where each concept is present: spatial coefficients upsampled (bilinear) to the
         input size, ``(N, n_concepts, H, W)`` float32."""
         x = self._check_fitted_images(images)
-        coefficients = self._spatial_coefficients(x)
+        coefficients = self._on_grid(self._spatial_coefficients(x), x)
         if coefficients.ndim != 4:
             raise ValueError("concept maps need spatial activations (N, C, h, w) from g; this "
                              "g outputs vectors. Split the model before its global pooling.")
@@ -186,13 +208,14 @@ class Craft(ModelRunner):
         """``x -> U (N, n_concepts)`` as an ``nn.Module``: explain concept ``k`` with any
         pellucid Explainer and ``targets=k``."""
         self._check_fitted()
-        return ConceptModel(self._g, self.factorization_)
+        return ConceptModel(self._g, self.factorization_, self.reshape)
 
     @keeps_model_state
     def concept_space(self, images: Any) -> tuple[ConceptMaskModel, torch.Tensor, dict]:
         """``(model, masks, forward_kwargs)``: the model of concept masks
         (:class:`~.modules.ConceptMaskModel`), masks of ones ``(N, n_concepts)`` and the
-        images' spatial coefficients as ``{"coefficients": u}``. Pellucid metrics on it are
+        images' spatial coefficients as ``{"coefficients": u}`` (``(N, n_concepts, T)`` per
+        token, the class token included, for token activations). Pellucid metrics on it are
         concept metrics (Fel et al., 2023): ``Deletion(model, baseline=0)(masks, importances,
         targets, forward_kwargs=forward_kwargs)`` is C-Deletion; ``Insertion`` (substrate 0)
         C-Insertion; ``MuFidelity`` C-muFidelity."""
@@ -203,8 +226,8 @@ class Craft(ModelRunner):
         return ConceptMaskModel(self.concept_head()), masks, {"coefficients": coefficients}
 
     def concept_head(self) -> ConceptHead:
-        """``u -> h(u W + offset)`` as an ``nn.Module`` (coefficients ``(N, R)`` or
-        ``(N, R, h, w)``)."""
+        """``u -> h(u W + offset)`` as an ``nn.Module`` (coefficients ``(N, R)``,
+        ``(N, R, h, w)`` or per token ``(N, R, T)``)."""
         self._check_fitted()
         return ConceptHead(self._h, self.factorization_)
 
@@ -244,7 +267,8 @@ class Craft(ModelRunner):
         for s in iter_slices(len(x), self.batch_size, self.progress, "CRAFT metrics"):
             activations = self._activations(x[s])
             coefficients = self._encode_per_position(activations)
-            vectors, u = _as_rows(activations), _as_rows(coefficients)
+            vectors = _as_rows(activations, -1 if activations.ndim == 3 else 1)
+            u = _as_rows(coefficients)
             scores.update_reconstruction(vectors, self.factorization_.inverse_transform(u))
             scores.update_coefficients(u)
             scores.update_predictions(h_model.predict(activations), head.predict(coefficients))
@@ -270,8 +294,29 @@ class Craft(ModelRunner):
             activations = self._g(x.to(self._device)).float().cpu()
         activations = activations.clone()  # a normal tensor outside inference mode
         if self._factorization.requires_non_negative:
-            check_non_negative_activations(activations, self._factorization.name)
+            check_non_negative_activations(activations, self._factorization.name + (
+                " on token activations (N, T, D): the tokens out of a transformer block are "
+                "signed, so it" if activations.ndim == 3 else ""))
         return activations
+
+    def _layout(self, activations: torch.Tensor, x: torch.Tensor) -> vit_reshape | None:
+        """The token layout of ``g``'s tokens for images ``x``; ``None`` for other outputs."""
+        if activations.ndim != 3:
+            return None
+        return token_layout(activations.shape[1], tuple(x.shape[2:]), self.reshape)
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatially averaged ``g(x)`` (the mean patch token for tokens), one batch."""
+        activations = self._activations(x)
+        return pool_activations(activations, self._layout(activations, x))
+
+    def _on_grid(self, coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-token coefficients ``(N, R, T)`` of the patch tokens on their grid; others as
+        they are."""
+        if coefficients.ndim != 3:
+            return coefficients
+        layout = token_layout(coefficients.shape[2], tuple(x.shape[2:]), self.reshape)
+        return tokens_to_grid(coefficients, layout)
 
     def _spatial_coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`spatial_coefficients` of already checked images."""
@@ -284,11 +329,16 @@ class Craft(ModelRunner):
                                dtype=torch.float32)
 
     def _encode_per_position(self, activations: torch.Tensor) -> torch.Tensor:
+        """``U`` per row: ``(N, C) -> (N, R)``, ``(N, C, h, w) -> (N, R, h, w)``, tokens
+        ``(N, T, D) -> (N, R, T)``."""
         if activations.ndim == 2:
             return self._encode(activations)
+        if activations.ndim == 3:
+            u = self._encode(_as_rows(activations, -1))
+            return u.view(*activations.shape[:2], -1).transpose(1, 2).contiguous()
         if activations.ndim != 4:
-            raise ValueError(f"g must output (N, C, h, w) or (N, C); got shape "
-                             f"{tuple(activations.shape)}")
+            raise ValueError(f"g must output (N, C, h, w), tokens (N, T, D) or (N, C); got "
+                             f"shape {tuple(activations.shape)}")
         n, _, height, width = activations.shape
         u = self._encode(_as_rows(activations))
         return u.view(n, height, width, -1).permute(0, 3, 1, 2).contiguous()
@@ -306,11 +356,11 @@ class Craft(ModelRunner):
         return int(t[0]), n_outputs
 
 
-def _as_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """``(N, C, h, w) -> (N h w, C)``; ``(N, C)`` as is."""
-    if tensor.ndim == 4:
-        return tensor.permute(0, 2, 3, 1).reshape(-1, tensor.shape[1])
-    return tensor
+def _as_rows(tensor: torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """One row per position, the dimension ``channels`` last: ``(N, C, h, w) -> (N h w, C)``,
+    ``(N, R, T) -> (N T, R)``, tokens ``(N, T, D)`` with ``channels=-1`` ``-> (N T, D)``;
+    ``(N, C)`` as is."""
+    return tensor.movedim(channels, -1).reshape(-1, tensor.shape[channels])
 
 
 def _split_model(model: Any, h: Any, target_layer: Any) -> tuple[nn.Module, nn.Module]:

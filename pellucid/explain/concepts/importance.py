@@ -3,8 +3,9 @@ Unifying Automatic Concept Extraction and Concept Importance Estimation").
 
 ``head`` is a :class:`~pellucid.models.Model` of the concept-space model
 ``u -> h(u W + offset)`` (:class:`~.modules.ConceptHead`) and ``coefficients`` the concept
-coefficients of ``N`` inputs, ``(N, R)`` or per spatial position ``(N, R, h, w)``. A concept
-is perturbed at every position at once (CRAFT's re-parameterization). Each function returns
+coefficients of ``N`` inputs, ``(N, R)``, per spatial position ``(N, R, h, w)`` or per ViT
+token ``(N, R, T)``. A concept is perturbed at every position (token) at once (CRAFT's
+re-parameterization). Each function returns
 one importance per input and concept, ``(N, R)`` float32; ``f`` below is the target score.
 
 - ``sobol``: total Sobol index of the mask ``m_k`` in ``f(u * m)``, ``m ~ U[0, 1]^R`` drawn
@@ -70,7 +71,7 @@ def occlusion_importance(head: Model, coefficients: torch.Tensor, targets: torch
 def gradient_input_importance(head: Model, coefficients: torch.Tensor, targets: torch.Tensor,
                               *, batch_size: int = 64, progress: bool = False
                               ) -> torch.Tensor:
-    """``u * df/du`` summed over spatial positions (one backward pass per input)."""
+    """``u * df/du`` summed over spatial positions or tokens (one backward pass per input)."""
     grads, _ = gradients_generated(head, len(coefficients),
                                    lambda s: (coefficients[s], targets[s]),
                                    batch_size=batch_size, progress=progress,

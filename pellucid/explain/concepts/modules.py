@@ -4,8 +4,9 @@
   activations) and ``h`` (activations -> logits); the user's modules are shared, not copied
   or changed.
 - :class:`ConceptHead`: ``u -> h(u W + offset)``, the rest of the model on concept
-  coefficients (per spatial position when ``u`` is ``(B, R, h, w)``). Concept importance is an
-  attribution of this module's output to its input ``u``.
+  coefficients (per spatial position when ``u`` is ``(B, R, h, w)``, per token when ``u`` is
+  ``(B, R, T)``). Concept importance is an attribution of this module's output to its input
+  ``u``.
 - :class:`ConceptMaskModel`: ``m -> h((u * m) W + offset)``, a model of the concept masks
   ``m (B, R)`` (1 keeps a concept everywhere, 0 removes it) with the coefficients ``u`` passed
   per input as ``forward_kwargs={"coefficients": u}``. Any pellucid Explainer on it (baseline
@@ -15,6 +16,12 @@
 - :class:`ConceptModel`: ``x -> U``, the concept coefficients of an image (activations
   averaged over space, then encoded). Any pellucid Explainer applied to it with
   ``targets=k`` explains where concept ``k`` comes from in the input.
+
+ViT token activations ``(B, T, D)`` (batch first; an optional class token first, then the
+``h x w`` patch tokens row by row) are read with the CAMs' ``vit_reshape`` convention
+(:func:`token_layout`): the spatial mean is the mean over the patch tokens (the class token
+is no position), and coefficients per token are ``(B, R, T)`` (every token, the class token
+included, so that ``h`` gets all its tokens back).
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ import torch
 from torch import nn
 
 from ...models import module_device
+from ..cam.base import token_reshape
+from ..cam.reshape import vit_reshape
 from .factorization import ConceptFactorization, encode_differentiable
 
 
@@ -57,13 +66,44 @@ def split_sequential(model: nn.Module, layer: Any) -> tuple[nn.Module, nn.Module
             nn.Sequential(OrderedDict(children[index + 1:])))
 
 
+def token_layout(count: int, grid: tuple[int, ...], reshape: vit_reshape | None = None
+                 ) -> vit_reshape:
+    """How ``count`` tokens ``(B, count, D)`` of images of size ``grid`` (H, W) lie on the patch
+    grid: ``reshape`` when given, else ``1 + h*w`` tokens are a class token and an ``h x w``
+    grid with the input's aspect ratio (``token_reshape``, as the CAMs read ViT tokens), and
+    ``h*w`` such tokens a grid without a class token. ValueError for any other count."""
+    if reshape is None:
+        reshape = token_reshape(count, grid)
+    if reshape is None:
+        grid_only = token_reshape(count + 1, grid)
+        if grid_only is None:
+            raise ValueError(
+                f"g outputs {count} tokens (B, {count}, D) for {tuple(grid)} images: neither "
+                f"1 class token + an h x w patch grid nor an h x w grid with the images' aspect "
+                f"ratio. Pass reshape=vit_reshape(h, w, drop_class_token=...) (from "
+                f"pellucid.explain.cam) for other layouts.")
+        reshape = vit_reshape(grid_only.height, grid_only.width, drop_class_token=False)
+    expected = reshape.height * reshape.width + reshape.drop_class_token
+    if count != expected:
+        raise ValueError(f"{reshape!r} expects {expected} tokens; g outputs {count} for "
+                         f"{tuple(grid)} images")
+    return reshape
+
+
+def tokens_to_grid(coefficients: torch.Tensor, layout: vit_reshape) -> torch.Tensor:
+    """Per-token coefficients ``(B, R, T) -> (B, R, h, w)``: the patch tokens on their grid."""
+    return layout(coefficients.transpose(1, 2))
+
+
 def decode(coefficients: torch.Tensor, components: torch.Tensor,
            offset: torch.Tensor) -> torch.Tensor:
-    """Activations from coefficients: ``(B, R) -> (B, C)``, or per position
-    ``(B, R, h, w) -> (B, C, h, w)``."""
+    """Activations from coefficients: ``(B, R) -> (B, C)``, per position
+    ``(B, R, h, w) -> (B, C, h, w)``, or per token ``(B, R, T) -> (B, T, C)``."""
     if coefficients.ndim == 4:
         return (torch.einsum("brhw,rc->bchw", coefficients, components)
                 + offset[None, :, None, None])
+    if coefficients.ndim == 3:
+        return torch.einsum("brt,rc->btc", coefficients, components) + offset
     return coefficients @ components + offset
 
 
@@ -85,7 +125,8 @@ class ConceptHead(nn.Module):
 
 class ConceptMaskModel(nn.Module):
     """``(m, coefficients) -> h((coefficients * m) W + offset)``: ``m (B, R)`` scales concept
-    ``k`` at every position of ``coefficients`` ``(B, R)`` or ``(B, R, h, w)``."""
+    ``k`` at every position of ``coefficients`` ``(B, R)``, ``(B, R, h, w)`` or at every
+    token of ``(B, R, T)``."""
 
     def __init__(self, head: ConceptHead):
         super().__init__()
@@ -96,26 +137,37 @@ class ConceptMaskModel(nn.Module):
         return self.head(coefficients * masks.view(*masks.shape, *spatial))
 
 
-def pool_activations(activations: torch.Tensor) -> torch.Tensor:
-    """``(B, C, h, w)`` -> ``(B, C)`` by the spatial mean; ``(B, C)`` as is."""
+def pool_activations(activations: torch.Tensor, layout: vit_reshape | None = None
+                     ) -> torch.Tensor:
+    """``(B, C, h, w)`` -> ``(B, C)`` by the spatial mean; tokens ``(B, T, D)`` -> ``(B, D)``
+    by the mean over the patch tokens of ``layout`` (the class token is no position);
+    ``(B, C)`` as is."""
+    if activations.ndim == 3 and layout is not None:
+        return layout(activations).mean(dim=(2, 3))
     if activations.ndim == 4:
         return activations.mean(dim=(2, 3))
     if activations.ndim == 2:
         return activations
-    raise ValueError(f"g must output activations (B, C, h, w) or (B, C); got shape "
-                     f"{tuple(activations.shape)}")
+    raise ValueError(f"g must output activations (B, C, h, w), tokens (B, T, D) or vectors "
+                     f"(B, C); got shape {tuple(activations.shape)}")
 
 
 class ConceptModel(nn.Module):
-    """``x -> U (B, n_concepts)``: spatially averaged activations ``g(x)``, encoded.
+    """``x -> U (B, n_concepts)``: spatially averaged activations ``g(x)`` (the mean patch
+    token for tokens, read with ``reshape`` or :func:`token_layout`), encoded.
 
     Differentiable (implicit differentiation, see ``factorization``) except for KMeans.
     """
 
-    def __init__(self, g: nn.Module, factorization: ConceptFactorization):
+    def __init__(self, g: nn.Module, factorization: ConceptFactorization,
+                 reshape: vit_reshape | None = None):
         super().__init__()
         self.g = g
         self.factorization = factorization
+        self.reshape = reshape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return encode_differentiable(pool_activations(self.g(x)), self.factorization)
+        activations = self.g(x)
+        layout = (token_layout(activations.shape[1], tuple(x.shape[2:]), self.reshape)
+                  if activations.ndim == 3 else None)
+        return encode_differentiable(pool_activations(activations, layout), self.factorization)
