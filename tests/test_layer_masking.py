@@ -216,3 +216,41 @@ def test_road_with_layer_masking_masks_the_removed_pixels_instead_of_imputing_th
                                torch.stack(expected, 1), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="masking must be"):
         Road(model, masking="zero")
+
+
+def test_layer_masking_stays_in_its_thread():
+    """The mode is thread-local: threads sharing the model, with and without layer masking,
+    get their sequential results, and a thread that only runs the model meanwhile sees plain
+    forward passes."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pellucid.explain import FeatureAblation, Occlusion, Rise
+    model = cnn()
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(14))
+    explainers = [Occlusion(model, patch_size=4, masking=m, progress=False)
+                  for m in ("layer", "fill")] + [
+        FeatureAblation(model, masking="layer", progress=False),
+        Rise(model, nb_samples=32, grid_size=4, masking="layer", seed=0, progress=False)]
+    calls = [(explainers[i % 4], x[i % 3:i % 3 + 2], i % 2) for i in range(12)]
+    expected = [explainer(a, t) for explainer, a, t in calls]
+    with torch.no_grad():
+        plain = model(x)
+    stop, wrong = threading.Event(), []
+
+    def predict_meanwhile():
+        while not stop.is_set():
+            with torch.no_grad():
+                wrong.append(not torch.allclose(model(x), plain, atol=1e-6))
+
+    thread = threading.Thread(target=predict_meanwhile)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda call: call[0](call[1], call[2]), calls))
+    finally:
+        stop.set()
+        thread.join()
+    for got, want in zip(results, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert wrong and not any(wrong)
