@@ -6,6 +6,10 @@ concept-mask model of ``Craft.concept_space`` (masks of ones, substrate 0 = the 
 removed everywhere in the image); the importances rank the concepts as a heatmap ranks pixels.
 
     python examples/concepts_metrics.py --digits 0 1 2 3 4 5 6 7 8 9
+
+The benchmark runs the same metrics as cells, per image, with confidence intervals and paired
+tests (concepts fitted on the explained test images of each class, not on training images):
+``pellucid benchmark examples/concepts_benchmark.toml``.
 """
 import argparse
 

@@ -80,14 +80,18 @@ class ComponentSpec:
 
 
 class MethodSpec(ComponentSpec):
-    """An attribution method: ``name`` is a class of :mod:`pellucid.explain` (or ``"Random"``)."""
+    """An attribution method: ``name`` is a class of :mod:`pellucid.explain` (or ``"Random"``);
+    or a concept extractor, ``"Craft"``, scored by the concept metrics only
+    (:mod:`pellucid.benchmark.concept_cells`)."""
 
 
 class MetricSpec(ComponentSpec):
     """A metric: ``name`` is a class of :mod:`pellucid.metrics` (a
     :class:`~pellucid.metrics.Metric`); what it ``requires`` decides how it is built and called:
     the model (Deletion, Insertion, MuFidelity, Road, ...) or ground-truth masks (PointingGame,
-    RelevanceMass, ...)."""
+    RelevanceMass, ...); or a concept metric (``"CDeletion"``, ``"CInsertion"``,
+    ``"CMuFidelity"``, ``"ConceptReconstruction"``, ``"BottleneckFidelity"``) of the concept
+    methods."""
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ..plots import (critical_difference_diagram, method_grid, plot_curves, save
 from .comparison import (Comparison, inputs_to_separate_the_best, not_better_than_random,
                          not_worse_than_best, with_ranking)
 from .config import BenchmarkConfig, load_config
+from .concept_cells import is_concept_method
 from .runner import (RESULTS_FILE, Cell, load_cached, plan_cells, read_results, select_results,
                      slug, with_statistics)
 
@@ -113,7 +114,8 @@ def dataset_section(name: str, results: pd.DataFrame, cells: list[Cell], out_dir
              summary_table(results[results["dataset"] == name], comparison),
              separation_text(results[results["dataset"] == name], cells, comparison.alpha),
              significance_figure(name, comparison, out_dir)]
-    method_cells = {c.method.label: c for c in cells if c.heatmaps_path.exists()}
+    method_cells = {c.method.label: c for c in cells  # concept importances are no image
+                    if c.heatmaps_path.exists() and not is_concept_method(c.method.name)}
     saved = {label: load_cached(c.heatmaps_path) for label, c in method_cells.items()}
     heatmaps = {label: s["heatmaps"] for label, s in saved.items() if s is not None}
     if heatmaps:

@@ -21,6 +21,9 @@ per-input scores.
 The cells run in this process (``executor="local"``) or as Ray tasks (``executor="ray"``,
 :mod:`pellucid.benchmark.ray_executor`); either way this process is the only writer of
 ``out``, and the files, the fingerprints and so the resume are the same.
+
+Concept extractors (method ``"Craft"``) and concept metrics (``"CDeletion"``, ...) make cells
+too, paired only with each other (:mod:`pellucid.benchmark.concept_cells`).
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ from .._batching import predict_batched
 from ..models import as_model
 from .baselines import BUILTIN_METHODS
 from .comparison import cell_scores, pairwise_comparisons, with_confidence_intervals
+from .concept_cells import (CONCEPT_METHODS, CONCEPT_METRICS, as_method_class,
+                            check_every_spec_scored, pairs)
 from .config import BenchmarkConfig, ComponentSpec, DatasetSpec, load_config
 
 RESULT_COLUMNS = ["dataset", "model", "method", "metric", "mean", "std", "n",
@@ -99,14 +104,17 @@ def run_benchmark(config: BenchmarkConfig | dict | str | Path, *, out: str | Pat
     cells = list(plan_cells(config, out_dir))
     done = set(finished["fingerprint"]) & set(cell_scores(cells))
     todo = [cell for cell in cells if cell.fingerprint not in done]
-    methods = {m.label: resolve(m.name, explain_module, BUILTIN_METHODS, "method")
+    methods = {m.label: as_method_class(resolve(m.name, explain_module,
+                                                {**BUILTIN_METHODS, **CONCEPT_METHODS}, "method"))
                for m in config.methods}
-    metrics = {m.label: check_metric_class(resolve(m.name, metrics_module, {}, "metric"))
+    metrics = {m.label: check_metric_class(resolve(m.name, metrics_module, CONCEPT_METRICS,
+                                                   "metric"))
                for m in config.metrics}
     for kind, specs, classes in (("method", config.methods, methods),
                                  ("metric", config.metrics, metrics)):
         for spec in specs:  # a typo fails now, before any cell runs, naming the spec
             check_param_names(kind, spec.label, classes[spec.label], spec.params)
+    check_every_spec_scored(config.methods, config.metrics, cells)
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark",
                disable=not progress, unit="cell")
@@ -251,7 +259,7 @@ def plan_cells(config: BenchmarkConfig, out_dir: Path) -> Iterator[Cell]:
                                data_key(dataset.data), config.n_samples, config.seed])
         for method in config.methods_for(dataset.name):
             method_fp = fingerprint([data_fp, spec_key(method)])
-            for metric in config.metrics_for(dataset.name):
+            for metric in filter(partial(pairs, method), config.metrics_for(dataset.name)):
                 cell_fp = fingerprint([method_fp, spec_key(metric)])
                 yield Cell(
                     dataset=dataset, method=method, metric=metric,
