@@ -7,19 +7,25 @@ pooling the mask is propagated through the same window (a position is masked whe
 touches a masked position: max-pool of the masked indicator with the layer's kernel, stride,
 padding and dilation) and the masked positions are set to 0 again; elementwise layers (ReLU,
 batch norm, additions) keep the mask and are re-masked too. An unmasked activation therefore
-never reads a masked input. Global (adaptive) average and max pooling read the unmasked
-positions only (``sum(a * keep) / sum(keep)``), so the size of the masked region does not
-leak through the final average either; a window with no unmasked position gives 0.
+never reads a masked input. Global (adaptive) average and max pooling, and ``x.mean((2, 3))``,
+read the unmasked positions only (``sum(a * keep) / sum(keep)``), so the size of the masked
+region does not leak through the final average either (the paper averages the zeros too); a
+window with no unmasked position gives 0. An operation on several masked tensors is masked
+where any of them is (broadcast: a squeeze-excitation gate keeps the feature map's mask).
 
 ``with LayerMasking(keep): model(x * keep)`` (``keep``: ``(n, H, W)``, 1 = kept) is the whole
 interface: a torch-function mode (thread-local, no hook, the model untouched). Operations that
-change the spatial size in another way (interpolation, a flatten before the head) end the
-mask's journey: a head that flattens the feature map still sees where the zeros are, so use
-it on CNNs with global pooling.
+change the layout or the spatial size in another way end the mask's journey. A head that
+flattens the feature map reads the masked positions as zeros, as in the paper; a feature map
+or tokens that go on after it (channels-last blocks of ConvNeXt or Swin, a ViT's patch tokens)
+raise a warning, since the layers after it are no longer masked: layer masking is for CNNs in
+``(N, C, H, W)`` layout (measured on the test architectures: ResNet, MobileNetV3 with its
+squeeze-excitation, EfficientNet and DenseNet carry the mask to their global pooling).
 """
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -60,20 +66,20 @@ class LayerMasking(TorchFunctionMode):
         masks = [m for m in map(self.mask_of, _flat(args, kwargs)) if m is not None]
         if not masks:
             return func(*args, **kwargs)
-        keep = masks[0]
-        for other in masks[1:]:
-            keep = keep * other if other.shape == keep.shape else keep
+        keep = _combined(masks)
         x = next(t for t in _flat(args, kwargs) if self.mask_of(t) is not None)
         if func in GLOBAL:
             return self._global(func, x, keep, args, kwargs)
+        if _is_spatial_mean(func, x, args, kwargs):
+            return self._spatial_mean(func, x, keep, args, kwargs)
         out = func(*args, **kwargs)
         tensor = out[0] if isinstance(out, tuple) and out and torch.is_tensor(out[0]) else out
         if not torch.is_tensor(tensor) or tensor.ndim != x.ndim or tensor.shape[0] != len(keep):
-            return out  # flatten, linear head: the mask's journey ends
+            return _journey_ends(func, out, tensor, keep)  # flatten, linear head, tokens
         if func in WINDOWED:
             keep = _window(func, keep, args, kwargs)
         elif tensor.shape[2:] != keep.shape[2:]:
-            return out
+            return _journey_ends(func, out, tensor, keep)  # a permute, an interpolation
         tensor.mul_(keep.to(tensor))  # re-apply: masked positions are 0 again
         self._track(tensor, keep)
         return out
@@ -89,6 +95,55 @@ class LayerMasking(TorchFunctionMode):
         kept = F.adaptive_max_pool2d(weight, size)
         out = torch.where(kept > 0, out, torch.zeros_like(out))
         return self._track(out, kept)
+
+
+    def _spatial_mean(self, func, x, keep, args, kwargs):
+        """``x.mean((2, 3))`` (any spelling of all spatial dimensions): over the kept
+        positions only, like adaptive average pooling."""
+        weight = keep.to(x)
+        total, kept = func(x * weight, *args[1:], **kwargs), func(weight, *args[1:], **kwargs)
+        out = torch.where(kept > 0, total / kept.clamp(min=torch.finfo(x.dtype).tiny),
+                          torch.zeros_like(total))
+        return self._track(out, (kept > 0).to(keep)) if out.ndim == x.ndim else out
+
+
+def _combined(masks: list[torch.Tensor]) -> torch.Tensor:
+    """One mask for an operation on several masked tensors: masked where any of them is, by
+    broadcasting (a squeeze-excitation gate ``(n, 1, 1, 1)`` times a feature map's
+    ``(n, 1, H, W)`` mask is the feature map's); masks of other spatial sizes are ignored."""
+    keep = masks[0]
+    for other in masks[1:]:
+        try:
+            torch.broadcast_shapes(keep.shape, other.shape)
+        except RuntimeError:
+            continue
+        keep = keep * other
+    return keep
+
+
+def _is_spatial_mean(func, x: torch.Tensor, args, kwargs) -> bool:
+    """``torch.mean(x, dim)`` / ``x.mean(dim)`` over exactly the spatial dimensions of ``x``."""
+    if func not in (torch.mean, torch.Tensor.mean) or not args or args[0] is not x:
+        return False
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    if dim is None:
+        return False
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    return {d % x.ndim for d in dims} == set(range(2, x.ndim))
+
+
+def _journey_ends(func, out: Any, tensor: Any, keep: torch.Tensor) -> Any:
+    """``out`` (its tensor: ``tensor``), the result of an operation the mask cannot follow. A flattened
+    ``(n, features)`` head reads the masked positions as zeros, as in the paper; a feature map
+    or tokens that go on (a permute to channels-last, a patch flatten) are warned about: the
+    layers after it are no longer masked."""
+    if torch.is_tensor(tensor) and tensor.ndim > 2 and bool((keep == 0).any()):
+        warnings.warn(
+            f"masking='layer': the mask cannot follow {getattr(func, '__name__', func)} (output "
+            f"{tuple(tensor.shape)}); the layers after it read the masked positions as zeros. "
+            "Layer masking is made for CNNs in (N, C, H, W) layout up to a global pooling or a "
+            "flattened head (not channels-last blocks or transformer tokens).", stacklevel=2)
+    return out
 
 
 def _window(func, keep: torch.Tensor, args, kwargs) -> torch.Tensor:

@@ -254,3 +254,57 @@ def test_layer_masking_stays_in_its_thread():
     for got, want in zip(results, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert wrong and not any(wrong)
+
+
+class Gated(nn.Module):
+    """A convolution, a squeeze-excitation gate (its operands in either order) and a global
+    average by ``nn.AdaptiveAvgPool2d`` or by ``mean((2, 3))``."""
+
+    def __init__(self, gate_first, pooled_by_mean):
+        super().__init__()
+        torch.manual_seed(15)
+        self.conv, self.gate = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 6, 1)
+        self.head = nn.Linear(6, 2)
+        self.gate_first, self.pooled_by_mean = gate_first, pooled_by_mean
+
+    def forward(self, x):
+        a = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.gate(F.adaptive_avg_pool2d(a, 1)))
+        a = gate * a if self.gate_first else a * gate
+        pooled = a.mean((2, 3)) if self.pooled_by_mean else F.adaptive_avg_pool2d(a, 1).flatten(1)
+        return self.head(pooled)
+
+
+def test_the_mask_follows_gates_in_either_order_and_a_mean_over_space():
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(16))
+    keep = torch.ones(3, 12, 12)
+    keep[:, 2:9, 1:6] = 0
+    with torch.no_grad():
+        outputs = [layer_masked_forward(Gated(gate_first, by_mean), x, keep)
+                   for gate_first in (False, True) for by_mean in (False, True)]
+        # the kept positions alone, written out: conv, re-mask, gate from their mean, mean
+        model = Gated(False, False)
+        mask = 1 - F.max_pool2d(1 - keep[:, None], 3, 1, 1)        # after the 3 x 3 conv
+        a = torch.relu(model.conv(x * keep[:, None])) * mask
+        mean = (a * mask).sum((2, 3), keepdim=True) / mask.sum((2, 3), keepdim=True)
+        a = torch.sigmoid(model.gate(mean)) * a
+        expected = model.head((a * mask).sum((2, 3)) / mask.sum((2, 3)))
+    for out in outputs:
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_masking_warns_where_the_mask_cannot_follow_the_feature_map():
+    class ChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(1, 4, 3, padding=1), nn.LayerNorm(4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            a = self.norm(self.conv(x).permute(0, 2, 3, 1))
+            return self.head(a.mean((1, 2)))
+
+    keep = torch.ones(2, 8, 8)
+    keep[:, :4] = 0
+    with pytest.warns(UserWarning, match="cannot follow permute"):
+        layer_masked_forward(ChannelsLast(), torch.rand(2, 1, 8, 8), keep)
