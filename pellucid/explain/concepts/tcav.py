@@ -191,8 +191,9 @@ class Tcav(ModelRunner):
                 positive = concept if kind == 0 else counter[order[m:2 * m]]
                 directions.append(self._fit_cav(positive, counter[order[:m]], base + run))
             directions = np.stack(directions)
-            if basis is not None:                 # back from the coordinates: one product
-                directions = directions @ basis.T
+            if basis is not None:                 # back from the coordinates: Q = X^T S
+                activations, scale = basis
+                directions = (directions @ scale.T) @ activations
             norms = np.linalg.norm(directions, axis=1, keepdims=True)
             directions = (directions / np.where(norms > 0, norms, 1)).astype(np.float32)
             for index, cav in zip(missing, directions):
@@ -210,7 +211,9 @@ class Tcav(ModelRunner):
         (``Z Z^T = X X^T``): fitting on ``Z`` and mapping back with ``Q`` gives the same CAV
         at a cost in ``r`` instead of ``D`` per example. ``Q`` and ``Z`` come from the
         eigendecomposition ``X X^T = V L V^T``: ``Z = V L^(1/2)``, ``Q = X^T V L^(-1/2)``
-        (orthonormal); a QR of ``X^T`` gives the same but was 20x slower at ``D = 8192``."""
+        (orthonormal); a QR of ``X^T`` gives the same but was 20x slower at ``D = 8192``.
+        ``Q`` is kept as ``(X, S = V L^(-1/2))``: the CAVs ``W Q^T = (W S^T) X`` cost
+        ``runs x r x D`` instead of the ``D x r x r`` of forming ``Q``."""
         if ("concept", name) not in memo:
             if "pool" not in memo:
                 memo["pool"] = self.activations(pool).numpy()
@@ -221,7 +224,7 @@ class Tcav(ModelRunner):
                 values, vectors = np.linalg.eigh(x @ x.T)
                 keep = values > 1e-10 * max(values[-1], 1e-300)
                 values, vectors = values[keep], vectors[:, keep]
-                basis = x.T @ (vectors / np.sqrt(values))
+                basis = x, vectors / np.sqrt(values)
                 z = vectors * np.sqrt(values)
                 concept, counter = z[:len(concept)], z[len(concept):]
             memo["concept", name] = basis, concept, counter
