@@ -19,14 +19,11 @@ from pellucid.explain import FeatureAblation, Occlusion, Rise, SobolAttribution
 from pellucid.metrics import Deletion
 
 METHODS = {
-    "Occlusion": lambda model, masking: Occlusion(model, patch_size=4, masking=masking),
-    "RISE": lambda model, masking: Rise(model, nb_samples=500, grid_size=4, masking=masking,
-                                        seed=0),
-    "Sobol": lambda model, masking: SobolAttribution(model, grid_size=4, nb_design=32,
-                                                     masking=masking, seed=0),
-    "FeatureAblation": lambda model, masking: FeatureAblation(
-        model, feature_mask=functools.partial(features.slic, n_segments=40, compactness=0.1),
-        masking=masking),
+    "Occlusion": (Occlusion, {"patch_size": 4}),
+    "RISE": (Rise, {"nb_samples": 500, "grid_size": 4, "seed": 0}),
+    "Sobol": (SobolAttribution, {"grid_size": 4, "nb_design": 32, "seed": 0}),
+    "FeatureAblation": (FeatureAblation, {"feature_mask": functools.partial(
+        features.slic, n_segments=40, compactness=0.1)}),
 }
 
 
@@ -39,11 +36,10 @@ def main(n_images: int) -> None:
     print(f"{n_images} digits; Deletion AUC (lower is better) by the metric's substrate")
     print(f"{'method':<16}{'explained with':<16}{'Deletion fill':>14}{'Deletion layer':>16}"
           f"{'seconds':>10}")
-    for name, make in METHODS.items():
+    for name, (method, settings) in METHODS.items():
         seconds = {}
         for masking in ("fill", "layer"):
-            explainer = make(model, masking)
-            explainer.progress = False
+            explainer = method(model, masking=masking, progress=False, **settings)
             start = time.perf_counter()
             heatmaps = explainer.explain(images, labels)
             seconds[masking] = time.perf_counter() - start
