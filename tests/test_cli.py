@@ -155,7 +155,8 @@ def test_an_output_folder_that_cannot_be_written_gets_one_line(tmp_path, capsys)
 
 def test_the_demo_report_has_a_concept_section_ranked_by_importance(tmp_path, zoo_cache):
     """The full demo adds CRAFT's concepts of one digit (the quick one skips them): the section
-    and its gallery exist, and the bottleneck's numbers are in their ranges."""
+    and its gallery exist, and the bottleneck's and the concept metrics' numbers are in their
+    ranges."""
     from pellucid.benchmark.concept_report import concept_section
     section = concept_section(tmp_path, digit=3, n_concepts=3)
     page = ImageSources()
@@ -165,3 +166,8 @@ def test_the_demo_report_has_a_concept_section_ranked_by_importance(tmp_path, zo
     values = dict(re.findall(r"<tr><td>([a-z ]+)</td><td>([-0-9.e]+)</td></tr>", section))
     assert set(values) == {"reconstruction error", "sparsity", "hoyer sparsity", "fidelity"}
     assert 0.0 <= float(values["fidelity"]) <= 1.0
+    concept = dict(re.findall(r"<tr><td>(C-[A-Za-zµ]+) [↓↑]</td><td>([-0-9.e]+)</td></tr>",
+                              section))
+    assert set(concept) == {"C-Deletion", "C-Insertion", "C-µFidelity"}
+    assert 0 <= float(concept["C-Deletion"]) <= 1 and 0 <= float(concept["C-Insertion"]) <= 1
+    assert -1 <= float(concept["C-µFidelity"]) <= 1

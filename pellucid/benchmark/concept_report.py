@@ -1,6 +1,7 @@
 """The concept section of the demo report: CRAFT (Fel et al., 2023) on the digits CNN of
 :mod:`pellucid.zoo`, one class: its concepts' top crops ranked by Sobol importance, and how
-faithful the concept bottleneck is on held-out images."""
+faithful the concept bottleneck is on held-out images, and the concept-level fidelity of the
+importances (C-Deletion, C-Insertion, C-muFidelity: pellucid's metrics on the concept masks)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 
 from .. import plots, zoo
 from ..explain import Craft
+from ..metrics import Deletion, Insertion, MuFidelity
 from .report import esc, figure_html, number
 
 
@@ -29,6 +31,15 @@ def concept_section(out_dir: str | Path, *, digit: int = 3, n_concepts: int = 5,
     gallery = plots.concept_gallery([crops[i] for i in order], importances[order])
     rows = "".join(f"<tr><td>{esc(name.replace('_', ' '))}</td><td>{number(value)}</td></tr>"
                    for name, value in fidelity.items())
+    masks_model, masks, kwargs = craft.concept_space(test)
+    metrics = {"C-Deletion ↓": Deletion(masks_model, baseline=0.0, progress=False),
+               "C-Insertion ↑": Insertion(masks_model, baseline=0.0, progress=False),
+               "C-µFidelity ↑": MuFidelity(masks_model, subset_fraction=0.5, nb_samples=64,
+                                           seed=seed, progress=False)}
+    scores = {name: metric(masks, craft.sample_importances_, digit, forward_kwargs=kwargs).mean
+              for name, metric in metrics.items()}
+    concept_rows = "".join(f"<tr><td>{esc(name)}</td><td>{number(value)}</td></tr>"
+                           for name, value in scores.items())
     return "\n".join([
         f"<h2>Concepts: digit {digit} on digits</h2>",
         f"<p>CRAFT factorizes the CNN's last activations (layer <code>relu2</code>) on crops of "
@@ -39,4 +50,10 @@ def concept_section(out_dir: str | Path, *, digit: int = 3, n_concepts: int = 5,
                     "Concepts, most important first: top crops and Sobol importance."),
         "<table><thead><tr><th>concept bottleneck on held-out images</th><th>value</th></tr>"
         f"</thead><tbody>{rows}</tbody></table>",
+        "<p>The Sobol importances scored as a heatmap over the concepts (Fel et al., 2023): "
+        "concepts removed from every position of the held-out images, most important first "
+        "(C-Deletion) or put back (C-Insertion), and the correlation of importances with the "
+        "drop of random subsets (C-µFidelity).</p>",
+        "<table><thead><tr><th>concept importance fidelity</th><th>value</th></tr>"
+        f"</thead><tbody>{concept_rows}</tbody></table>",
     ])
