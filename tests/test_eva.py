@@ -181,6 +181,7 @@ class Sigmoid(nn.Module):
     (nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5), nn.Linear(4, 3)).train(), "eval mode"),
     (nn.Sequential(nn.Linear(6, 4), nn.GELU(), nn.Linear(4, 3)), "cannot bound gelu"),
 ])
+@pytest.mark.filterwarnings("ignore:Sequential is in training mode")  # said, then refused
 def test_unsupported_operations_are_refused_by_name(model, message):
     calls = []
     model.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
