@@ -246,6 +246,8 @@ def test_concept_metrics_refuse_heatmaps_that_are_not_concept_importances():
         metric(x, torch.rand(4, 8, 8), 0)
     with pytest.raises(TypeError, match="concept method"):
         CDeletion(model, Craft)
+    with pytest.raises(ValueError, match="removes concepts, not pixels"):
+        CDeletion(model, CraftConcepts, masking="layer")
     pristine = copy.deepcopy(model.state_dict())
     metric(x, torch.rand(4, 3), 0)
     for key, value in model.state_dict().items():

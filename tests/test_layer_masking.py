@@ -136,7 +136,7 @@ def test_deletion_and_insertion_with_layer_masking_follow_the_written_out_curve(
                                    torch.stack(expected, 1), rtol=1e-5, atol=1e-6)
 
 
-def test_rise_with_layer_masking_is_its_formula_over_binary_layer_masks():
+def test_rise_with_layer_masking_is_the_mean_score_of_the_binary_masks_keeping_a_pixel():
     from pellucid.explain import Rise
     from pellucid.explain.perturbation.rise import RiseMaskDesign
     model = cnn()
@@ -150,7 +150,8 @@ def test_rise_with_layer_masking_is_its_formula_over_binary_layer_masks():
         for mask in masks:
             p = layer_masked_forward(model, x, mask.expand(2, 16, 16)).softmax(1)[:, 1]
             expected += p[:, None, None] * mask
-    torch.testing.assert_close(heatmaps, expected / (12 * 0.5), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(heatmaps, expected / masks.sum(0).clamp(min=1), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_sobol_with_layer_masking_gives_the_analytic_indices_of_an_additive_model():
@@ -308,3 +309,100 @@ def test_layer_masking_warns_where_the_mask_cannot_follow_the_feature_map():
     keep[:, :4] = 0
     with pytest.warns(UserWarning, match="cannot follow permute"):
         layer_masked_forward(ChannelsLast(), torch.rand(2, 1, 8, 8), keep)
+
+
+def brute_force_conv_mask(keep, kernel, stride, padding, dilation):
+    """An output position is kept when none of the input positions its window reads (inside
+    the image) is masked; ``padding`` ``(top, bottom, left, right)``."""
+    top, bottom, left, right = padding
+    height, width = keep.shape
+    rows = (height + top + bottom - dilation * (kernel - 1) - 1) // stride + 1
+    cols = (width + left + right - dilation * (kernel - 1) - 1) // stride + 1
+    out = torch.ones(rows, cols)
+    for i in range(rows):
+        for j in range(cols):
+            for a in range(kernel):
+                for b in range(kernel):
+                    r, c = i * stride - top + dilation * a, j * stride - left + dilation * b
+                    if 0 <= r < height and 0 <= c < width and keep[r, c] == 0:
+                        out[i, j] = 0
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (3, 1, 1, 1), (3, 2, 1, 1), (1, 1, 1, 1), (3, 1, 2, 1), (3, 1, 2, 2), (5, 2, 0, 1),
+    (2, 1, "same", 1), (4, 1, "same", 1), (3, 1, "same", 2)])
+def test_the_mask_after_a_convolution_is_the_union_of_the_windows(kernel, stride, padding,
+                                                                  dilation):
+    from pellucid._layer_masking import LayerMasking
+    keep = (torch.rand(1, 9, 10, generator=torch.Generator().manual_seed(17)) > 0.2).float()
+    conv = nn.Conv2d(1, 2, kernel, stride=stride, padding=padding, dilation=dilation)
+    if padding == "same":  # torch pads the extra row and column after (bottom, right)
+        total = dilation * (kernel - 1)
+        sides = (total // 2, total - total // 2) * 2
+    else:
+        sides = (padding,) * 4
+    expected = brute_force_conv_mask(keep[0], kernel, stride, sides, dilation)
+    with torch.no_grad(), LayerMasking(keep) as mode:
+        out = conv(mode.masked_input(torch.rand(1, 1, 9, 10)))
+        torch.testing.assert_close(mode.mask_of(out)[0, 0], expected)
+
+
+class TwoBranches(nn.Module):
+    """A grey stem widened by ``expand`` or ``repeat``, then split by ``chunk`` or by slicing
+    into a branch with reflect padding and a global average, and a branch with batch norm and
+    adaptive max pooling; the two pooled vectors side by side."""
+
+    def __init__(self, variant):
+        super().__init__()
+        torch.manual_seed(18)
+        self.left = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")
+        self.right = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3, padding=1))
+        self.right[0].running_mean.fill_(0.7)  # a bias a lost mask would leak at masked places
+        self.variant = variant
+
+    def forward(self, x):
+        if self.variant == "views":
+            a, b = x.expand(-1, 4, -1, -1).chunk(2, 1)
+        else:
+            wide = x.repeat(1, 4, 1, 1)
+            a, b = wide[:, :2], wide[:, 2:]
+        left = F.adaptive_avg_pool2d(torch.relu(self.left(a)), 1).flatten(1)
+        right = nn.AdaptiveMaxPool2d(1)(self.right(b)).flatten(1)
+        return torch.cat([left, right], 1)
+
+
+def test_the_mask_follows_views_chunks_reflect_padding_and_adaptive_max_pooling():
+    import warnings
+    x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(19))
+    keep = torch.ones(2, 10, 10)
+    keep[:, 3:8, 2:6] = 0
+    model = TwoBranches("copies").eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the mask follows every op here: no warning
+        views = layer_masked_forward(TwoBranches("views").eval(), x, keep)
+        copies = layer_masked_forward(model, x, keep)
+        # written out: the masks after each 3 x 3 window (reflect-padded on the left)
+        kept = x.repeat(1, 2, 1, 1) * keep[:, None]
+        mask_left = 1 - F.max_pool2d(1 - F.pad(keep[:, None], (1, 1, 1, 1), mode="reflect"), 3, 1)
+        mask_right = 1 - F.max_pool2d(1 - keep[:, None], 3, 1, 1)
+        left = torch.relu(model.left(kept)) * mask_left
+        left = left.sum((2, 3)) / mask_left.sum((2, 3))
+        right = (model.right(kept) * mask_right).masked_fill(mask_right == 0, -torch.inf)
+        expected = torch.cat([left, right.amax((2, 3))], 1)
+    torch.testing.assert_close(copies, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(views, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_masking_frees_each_activation_as_a_plain_pass_does():
+    from pellucid._layer_masking import LayerMasking
+    model = nn.Sequential(*[nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+                            for _ in range(10)]).eval()
+    keep = torch.ones(2, 16, 16)
+    keep[:, :5] = 0
+    with torch.no_grad(), LayerMasking(keep) as mode:
+        x = mode.masked_input(torch.rand(2, 4, 16, 16))
+        out = model(x)
+        assert len(mode._masks) <= 2  # the input and the output; no activation in between
+        assert mode.mask_of(out) is not None

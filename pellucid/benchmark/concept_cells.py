@@ -88,6 +88,9 @@ class ConceptMetric(Metric, ModelRunner):
         self.explainer = explainer
         self.explainer_kwargs = dict(explainer_kwargs or {})
         super().__init__(model, **common)
+        if getattr(self, "masking", "fill") != "fill":  # before the concepts are fitted
+            raise ValueError(f"{type(self).__name__} removes concepts, not pixels: masking "
+                             f"must be 'fill', got {self.masking!r}")
 
     def __call__(self, inputs: Any, heatmaps: Any, targets: Any = None, *, masks: Any = None
                  ) -> MetricResult:

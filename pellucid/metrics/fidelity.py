@@ -65,7 +65,8 @@ class _CausalMetric(ModelMetric):
         device = self._model.device  # perturbed inputs are built where the model runs
         changed = (torch.arange(points, device=device) * step).clamp(max=n_pixels)
         ranks = descending_ranks(heatmaps).to(device)
-        baseline = self._default_baseline(x) if self.baseline is None else self.baseline
+        baseline = (0.0 if self.masking == "layer" else  # masked at every layer: never read
+                    self._default_baseline(x) if self.baseline is None else self.baseline)
         substrate = make_baseline(baseline, x)
         start, finish = (x, substrate) if self.starts_from_input else (substrate, x)
         start, finish = start.to(device), finish.to(device)

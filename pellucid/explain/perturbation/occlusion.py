@@ -60,13 +60,15 @@ class Occlusion(Explainer):
     def _check_inputs(self, x: torch.Tensor) -> None:
         self._windows(x.shape)  # sizes that do not fit raise here, before any forward pass
         check_layer_masking(self.masking, self._model, x)
-        make_baseline(self.baseline, x)
+        if self.masking == "fill":  # a layer mask reads no baseline
+            make_baseline(self.baseline, x)
 
     multi_target = True
 
     def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
         images = as_images(x.to(self._model.device))
-        baseline = as_images(make_baseline(self.baseline, x).to(images.device))
+        fill = self.baseline if self.masking == "fill" else 0.0
+        baseline = as_images(make_baseline(fill, x).to(images.device))
         rows, cols, (height, width) = self._windows(x.shape)
         # copy 0 of each input is the input itself (its window starts past the border)
         row_starts = [images.shape[2], *rows.tolist()]
