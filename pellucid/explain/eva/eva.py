@@ -8,10 +8,11 @@ import torch
 
 from ..._batching import iter_slices
 from ..._scorer import Scorer
-from ..._validation import check_choice
+from ..._validation import check_choice, check_positive_int
 from ...features import as_labels, check_feature_mask, resolve_feature_mask
 from ...selectors import ClassScore
 from ..base import WhiteBoxExplainer
+from ..concepts.split import LayerSplit
 from .verified import METHODS, bounded_pass, linear_bounds
 
 
@@ -39,6 +40,22 @@ class Eva(WhiteBoxExplainer):
             logit interval 0.010 against 0.026 for "crown-ibp" and 0.150 for "ibp", at about
             170x the time of "crown-ibp") or ``"ibp"``. CROWN bounds are intersected with
             IBP's, so they are never looser.
+        target_layer: ``None`` (default: every bound verified) or a submodule (or dotted name)
+            at which the model is split, ``f = h(g(x))`` (:class:`~pellucid.explain.concepts.
+            LayerSplit`), for the paper's hybrid estimator (its Fig. 3, "scaling strategy"):
+            the box of ``g(B)`` is estimated from ``nb_samples`` points of each perturbation set
+            (the min and max of every activation) and only ``h`` is bounded, from that box.
+            ``g`` may then use any operation (GELU, layer norm, attention); ``h`` must be
+            supported. The points are vertices of the box (``+-epsilon`` with random signs on the
+            free coordinates, the same draws for every box, seeded by ``seed``): where ``g`` is
+            linear, or linear then monotone per activation (conv, ReLU), each activation's
+            extremes are vertices, so with enough draws the box is exact. The estimated box lies
+            inside ``g(B)``'s, so the overlap is **no longer a sound upper bound**; it never
+            exceeds the fully verified IBP overlap, and equals it with ``bounds="ibp"`` when
+            ``g`` is one affine layer (its IBP box is exact) and every vertex needed was drawn.
+            ``g`` runs on ``batch_size`` points at a time (running min and max);
+            ``forward_kwargs`` are refused in this mode.
+        nb_samples: vertices drawn per perturbation set in the hybrid mode (>= 1).
 
     The model must be a torch Module built from the operations listed in
     :mod:`pellucid.explain.eva.mode` (linear, conv, batch norm in eval mode, average and max
@@ -49,7 +66,8 @@ class Eva(WhiteBoxExplainer):
     multi_target = True
 
     def __init__(self, model: Any, *, epsilon: float = 0.1, feature_mask: Any = None,
-                 bounds: str = "crown-ibp", **common: Any):
+                 bounds: str = "crown-ibp", target_layer: Any = None, nb_samples: int = 256,
+                 **common: Any):
         super().__init__(model, **common)
         if (isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real)
                 or not epsilon > 0 or epsilon == float("inf")):
@@ -60,6 +78,12 @@ class Eva(WhiteBoxExplainer):
         self.epsilon = epsilon
         self.feature_mask = feature_mask
         self.bounds = bounds
+        self.target_layer = target_layer
+        self.nb_samples = check_positive_int("nb_samples", nb_samples)
+        self._parts = None  # (g, h); split here: a bad layer or a skip across it fails now
+        if target_layer is not None:
+            split = LayerSplit(self._model.module, target_layer)
+            self._parts = split.g, split.h
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         if not (self.feature_mask is None or callable(self.feature_mask)):
@@ -70,13 +94,18 @@ class Eva(WhiteBoxExplainer):
             raise ValueError("Eva compares the target class with the others: targets must be "
                              "classes (None, ints, an (N, T) array or ClassScore), got "
                              f"{type(scorer.selector).__name__}")
+        if self._parts is not None and scorer.forward_kwargs:
+            raise ValueError("Eva with a target_layer (hybrid bounds) runs g and h on the "
+                             "activations alone: forward_kwargs are not supported, got "
+                             f"{sorted(scorer.forward_kwargs)}")
         masks = resolve_feature_mask(self.feature_mask, x)
+        seed = int(torch.randint(2**62, (), generator=self._generator()))
         counts = (masks.flatten(1).amax(1) + 1).tolist()
         # box 0 of each input is the whole ball, box 1 + j the ball with region j fixed
         inputs = torch.repeat_interleave(torch.arange(len(x)), torch.tensor(counts) + 1)
         regions = torch.cat([torch.arange(-1, m) for m in counts])
         overlaps = torch.cat([
-            self._overlap(x, masks, inputs[s], regions[s], scorer)
+            self._overlap(x, masks, inputs[s], regions[s], scorer, seed)
             for s in iter_slices(len(inputs), self.batch_size, self.progress, "Eva")])
         heatmaps, start = [], 0
         for i, m in enumerate(counts):
@@ -86,16 +115,21 @@ class Eva(WhiteBoxExplainer):
         return torch.stack(heatmaps)
 
     def _overlap(self, x: torch.Tensor, masks: torch.Tensor, rows: torch.Tensor,
-                 regions: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+                 regions: torch.Tensor, scorer: Scorer, seed: int) -> torch.Tensor:
         """Upper bounds ``(n, T)`` of the adversarial overlap of each box."""
         free = (masks[rows] != regions.view(-1, *[1] * (masks.ndim - 1)))
         free = free[:, None] if x.ndim == 4 else free  # every channel of a pixel
         model = scorer.model
         centre = x[rows].to(model.device, model.dtype)
         radius = (self.epsilon * free).to(centre)
-        mode, node = bounded_pass(model.module, centre - radius, centre + radius, self.bounds,
-                                  forward_kwargs=scorer.kwargs_for(rows),
-                                  output=scorer.selector.tensor)
+        if self._parts is None:
+            mode, node = bounded_pass(model.module, centre - radius, centre + radius,
+                                      self.bounds, forward_kwargs=scorer.kwargs_for(rows),
+                                      output=scorer.selector.tensor)
+        else:
+            lower, upper = self._empirical_box(centre, radius, seed)
+            mode, node = bounded_pass(self._parts[1], lower, upper, self.bounds,
+                                      output=scorer.selector.tensor)
         n, k = node.lower.shape
         if k < 2:
             raise ValueError(f"Eva needs at least 2 classes to compare, the model outputs {k}")
@@ -108,3 +142,25 @@ class Eva(WhiteBoxExplainer):
         _, upper = linear_bounds(mode, node, spec.reshape(n, t * k, k))
         upper = upper.view(n, t, k).masked_fill(spec.abs().sum(-1) == 0, -torch.inf)
         return upper.amax(-1).float().cpu()
+
+    def _empirical_box(self, centre: torch.Tensor, radius: torch.Tensor, seed: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Min and max of ``g`` over ``nb_samples`` vertices ``centre +- radius`` of each box;
+        draw ``s`` is seeded ``seed + s`` and shared by the boxes (so the result does not depend
+        on ``batch_size``); ``g`` sees at most ``batch_size`` points at a time."""
+        chunk = max(1, self.batch_size // len(centre))
+        lower = upper = None
+        with torch.no_grad():
+            for start in range(0, self.nb_samples, chunk):
+                draws = range(start, min(start + chunk, self.nb_samples))
+                signs = torch.stack([
+                    torch.randint(2, centre.shape[1:],
+                                  generator=torch.Generator().manual_seed(seed + s))
+                    for s in draws]).to(centre) * 2 - 1
+                points = centre[:, None] + radius[:, None] * signs  # (n, c, ...)
+                out = self._parts[0](points.flatten(0, 1))
+                out = out.view(len(centre), len(draws), *out.shape[1:])
+                low, high = out.amin(1), out.amax(1)
+                lower = low if lower is None else torch.minimum(lower, low)
+                upper = high if upper is None else torch.maximum(upper, high)
+        return lower, upper
