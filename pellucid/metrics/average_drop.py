@@ -38,16 +38,12 @@ class _ConfidenceChange(ModelMetric):
         weights = normalized_maps(heatmaps).to(x.dtype)
         weights = weights[:, None] if x.ndim == 4 else weights
 
-        def originals(s):
-            return x[s], torch.arange(s.start, s.stop)
-
         def explanation_maps(s):
             return x[s] * weights[s], torch.arange(s.start, s.stop)
 
-        before = score_generated(scorer, len(x), originals, batch_size=self.batch_size)
+        before = self._input_scores(x, scorer).double()
         after = score_generated(scorer, len(x), explanation_maps, batch_size=self.batch_size,
-                                progress=self.progress, desc=self.name)
-        before, after = before[:, 0].double(), after[:, 0].double()
+                                progress=self.progress, desc=self.name)[:, 0].double()
         return MetricResult(self.name, self._from_confidences(before, after).numpy(),
                             higher_is_better=self.higher_is_better,
                             details={"confidence": before.numpy(),

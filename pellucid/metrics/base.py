@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._batching import score_generated
 from .._params import Configurable
 from .._runner import ModelRunner
 from .._scorer import Scorer
@@ -83,13 +84,18 @@ class Metric(Configurable):
         self._check_inputs(x)
         h = check_heatmaps(heatmaps, x)
         if "masks" in self.requires:
-            masks = check_masks(masks, h, type(self).__name__)
+            masks = self._check_masks(masks, h)
         return self._evaluate(x, h, targets, masks)
 
     evaluate = __call__
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         """Metric-specific input checks (e.g. images only); the default accepts both kinds."""
+
+    def _check_masks(self, masks: Any, heatmaps: torch.Tensor) -> torch.Tensor:
+        """The ground truth of a metric that ``requires`` it: boolean masks by default
+        (:func:`check_masks`)."""
+        return check_masks(masks, heatmaps, type(self).__name__)
 
     def _evaluate(self, x: torch.Tensor, heatmaps: torch.Tensor, targets: Any,
                   masks: torch.Tensor | None) -> MetricResult:
@@ -117,6 +123,12 @@ class ModelMetric(Metric, ModelRunner):
 
     def _score(self, x: torch.Tensor, heatmaps: torch.Tensor, scorer: Scorer) -> MetricResult:
         raise NotImplementedError
+
+    def _input_scores(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+        """``(N,)`` the target's score on the unperturbed inputs, ``batch_size`` at a time
+        (float32, CPU)."""
+        return score_generated(scorer, len(x), lambda s: (x[s], torch.arange(s.start, s.stop)),
+                               batch_size=self.batch_size)[:, 0]
 
 
 def check_single_target(selector: Any, who: str) -> None:

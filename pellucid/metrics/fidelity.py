@@ -214,8 +214,7 @@ class MuFidelity(ModelMetric):
                             inputs[sample], out=out[rows])
             return out, torch.arange(s.start, s.stop) // nb
 
-        original = score_generated(scorer, n, lambda s: (x[s], torch.arange(s.start, s.stop)),
-                                   batch_size=self.batch_size)[:, 0]
+        original = self._input_scores(x, scorer)
         perturbed = score_generated(scorer, n * nb, make_inputs, batch_size=self.batch_size,
                                     progress=self.progress, desc=self.name).view(n, nb)
         drops = original[:, None] - perturbed

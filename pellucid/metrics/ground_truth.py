@@ -22,8 +22,7 @@ import torch
 from scipy.stats import kendalltau
 
 from .._scoring import descending_ranks, spearman_rows
-from .._validation import (as_float_tensor, check_choice, check_finite, check_heatmaps,
-                           check_inputs)
+from .._validation import as_float_tensor, check_choice, check_finite
 from .base import Metric, MetricResult
 
 
@@ -53,38 +52,29 @@ def check_k(k: Any) -> int | float:
     raise ValueError(f"k must be an integer >= 1 (features) or a fraction in (0, 1), got {k!r}")
 
 
+def top_k_count(k: int | float, size: int) -> int:
+    """How many of ``size`` features a checked ``k`` (:func:`check_k`) takes: the int itself,
+    or the fraction of ``size`` rounded (at least 1); at most ``size``."""
+    return min(size, k if isinstance(k, int) else max(1, round(k * size)))
+
+
 class GroundTruthMetric(Metric):
     """``metric(inputs, heatmaps, masks=true_attributions) -> MetricResult`` (``targets``
     unused); subclasses implement ``_scores(h, truth) -> (N,)`` on flattened float64 rows."""
 
     requires = frozenset({"masks"})
 
-    def __call__(self, inputs: Any, heatmaps: Any, targets: Any = None, *,
-                 masks: Any = None) -> MetricResult:
-        x = self._validate_inputs(inputs)
-        h = check_heatmaps(heatmaps, x)
-        truth = check_truth(masks, h, type(self).__name__)
+    def _check_masks(self, masks: Any, heatmaps: torch.Tensor) -> torch.Tensor:
+        return check_truth(masks, heatmaps, type(self).__name__)
+
+    def _evaluate(self, x, h, targets, truth):
         n = len(h)
         scores = self._scores(h.reshape(n, -1).double(), truth.reshape(n, -1))
         return MetricResult(self.name, np.asarray(scores, dtype=np.float64),
                             higher_is_better=self.higher_is_better)
 
-    evaluate = __call__
-
-    def _validate_inputs(self, inputs: Any) -> torch.Tensor:
-        x = check_inputs(inputs)
-        self._check_input_kind(x)
-        return x
-
     def _scores(self, h: torch.Tensor, truth: torch.Tensor) -> Any:
         raise NotImplementedError
-
-    def _top(self, values: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``(N, k)`` indices of the ``k`` largest ``|values|`` of each row, in rank order."""
-        k = self.k if isinstance(self.k, int) else max(1, round(self.k * values.shape[1]))
-        k = min(k, values.shape[1])
-        ranks = descending_ranks(values.abs())
-        return ranks.argsort(1)[:, :k], k
 
 
 class RankCorrelation(GroundTruthMetric):
@@ -112,7 +102,31 @@ class RankCorrelation(GroundTruthMetric):
         return np.array([kendalltau(a, b).statistic for a, b in zip(h.numpy(), truth.numpy())])
 
 
-class FeatureAgreement(GroundTruthMetric):
+class _TopKAgreement(GroundTruthMetric):
+    """Compares the ``k`` top features of the heatmap and of the truth (module docstring);
+    subclasses implement ``_hits(h, truth, top_h, top_t) -> (N, k)`` booleans, and the score
+    is their mean over the ``k`` positions."""
+
+    def __init__(self, *, k: int | float = 0.25):
+        self.k = check_k(k)
+
+    def _scores(self, h, truth):
+        top_h, k = self._top(h)
+        top_t, _ = self._top(truth)
+        return self._hits(h, truth, top_h, top_t).sum(1).double().numpy() / k
+
+    def _top(self, values: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(N, k)`` indices of the ``k`` largest ``|values|`` of each row, in rank order."""
+        k = top_k_count(self.k, values.shape[1])
+        ranks = descending_ranks(values.abs())
+        return ranks.argsort(1)[:, :k], k
+
+    def _hits(self, h: torch.Tensor, truth: torch.Tensor, top_h: torch.Tensor,
+              top_t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class FeatureAgreement(_TopKAgreement):
     """Feature agreement (OpenXAI FA; Krishna et al., 2022, "The Disagreement Problem"): the
     fraction of the ``k`` top features of the heatmap that are among the ``k`` top features of
     the truth, ``|top_k(h) & top_k(truth)| / k``. Higher is better.
@@ -123,20 +137,11 @@ class FeatureAgreement(GroundTruthMetric):
 
     name = "feature_agreement"
 
-    def __init__(self, *, k: int | float = 0.25):
-        self.k = check_k(k)
-
-    def _scores(self, h, truth):
-        top_h, k = self._top(h)
-        top_t, _ = self._top(truth)
-        common = (top_h[:, :, None] == top_t[:, None, :]).any(2)
-        return self._agreement(common, h, truth, top_h).sum(1).double().numpy() / k
-
-    def _agreement(self, common, h, truth, top_h):
-        return common
+    def _hits(self, h, truth, top_h, top_t):
+        return (top_h[:, :, None] == top_t[:, None, :]).any(2)  # among the truth's top k
 
 
-class RankAgreement(GroundTruthMetric):
+class RankAgreement(_TopKAgreement):
     """Rank agreement (OpenXAI RA; Krishna et al., 2022): the fraction of the ``k`` top ranks
     that hold the same feature in the heatmap and in the truth. Higher is better.
 
@@ -146,13 +151,8 @@ class RankAgreement(GroundTruthMetric):
 
     name = "rank_agreement"
 
-    def __init__(self, *, k: int | float = 0.25):
-        self.k = check_k(k)
-
-    def _scores(self, h, truth):
-        top_h, k = self._top(h)
-        top_t, _ = self._top(truth)
-        return (top_h == top_t).sum(1).double().numpy() / k
+    def _hits(self, h, truth, top_h, top_t):
+        return top_h == top_t  # the same feature at the same rank
 
 
 class SignAgreement(FeatureAgreement):
@@ -166,8 +166,9 @@ class SignAgreement(FeatureAgreement):
 
     name = "sign_agreement"
 
-    def _agreement(self, common, h, truth, top_h):
-        return common & (h.gather(1, top_h).sign() == truth.gather(1, top_h).sign())
+    def _hits(self, h, truth, top_h, top_t):
+        same_sign = h.gather(1, top_h).sign() == truth.gather(1, top_h).sign()
+        return super()._hits(h, truth, top_h, top_t) & same_sign
 
 
 class SuppressorMass(GroundTruthMetric):

@@ -107,8 +107,7 @@ class Infidelity(ModelMetric):
                     torch.where(view > 0, substrate[sample], inputs[sample], out=out[rows])
             return out, torch.arange(s.start, s.stop) // nb
 
-        original = score_generated(scorer, n, lambda s: (x[s], torch.arange(s.start, s.stop)),
-                                   batch_size=self.batch_size)[:, 0].double()
+        original = self._input_scores(x, scorer).double()
         perturbed = score_generated(scorer, n * nb, make_inputs, batch_size=self.batch_size,
                                     progress=self.progress, desc=self.name).view(n, nb).double()
         drops = original[:, None] - perturbed

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .._scoring import descending_ranks
 from .base import Metric, MetricResult
-from .ground_truth import check_k
+from .ground_truth import check_k, top_k_count
 
 
 class LocalizationMetric(Metric):
@@ -146,8 +146,7 @@ class TopKIntersection(LocalizationMetric):
         self.k = check_k(k)
 
     def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks):
-        size = flat_heatmaps.shape[1]
-        k = min(size, self.k if isinstance(self.k, int) else max(1, round(self.k * size)))
+        k = top_k_count(self.k, flat_heatmaps.shape[1])
         top = descending_ranks(flat_heatmaps) < k
         return (top & flat_masks).sum(1).double() / k
 
@@ -168,17 +167,20 @@ class Focus(LocalizationMetric):
     input_kinds = ("images",)
 
     def _scores(self, heatmaps, masks, flat_heatmaps, flat_masks):
-        _, height, width = heatmaps.shape
-        rows, cols = torch.arange(height) >= height // 2, torch.arange(width) >= width // 2
-        quadrant = (rows[:, None].long() * 2 + cols[None, :].long()).reshape(-1)  # (H * W,)
-        touched = torch.zeros(len(masks), 4, dtype=torch.bool).index_put_(
-            (torch.nonzero(flat_masks, as_tuple=True)[0],
-             quadrant[torch.nonzero(flat_masks, as_tuple=True)[1]]), torch.tensor(True))
+        quadrant = quadrant_of_pixels(*heatmaps.shape[1:]).reshape(-1)  # (H * W,)
+        touched = torch.stack([(flat_masks & (quadrant == q)).any(1) for q in range(4)], 1)
         inside = touched[:, quadrant]
         positive = flat_heatmaps.clamp(min=0)
         total = positive.sum(1)
         return torch.where(total > 0, (positive * inside).sum(1) / total.clamp(min=1e-300),
                            torch.full_like(total, float("nan")))
+
+
+def quadrant_of_pixels(height: int, width: int) -> torch.Tensor:
+    """``(H, W)`` quadrant of every pixel of a 2 x 2 mosaic (split at row ``H // 2`` and column
+    ``W // 2``): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right."""
+    rows, cols = torch.arange(height) >= height // 2, torch.arange(width) >= width // 2
+    return rows[:, None].long() * 2 + cols[None, :].long()
 
 
 def quadrant_masks(quadrants: Any, height: int, width: int) -> torch.Tensor:
@@ -188,6 +190,4 @@ def quadrant_masks(quadrants: Any, height: int, width: int) -> torch.Tensor:
     if q.ndim != 2 or q.shape[1] != 4:
         raise ValueError(f"quadrants must be (N, 4) booleans (top-left, top-right, bottom-left, "
                          f"bottom-right); got shape {tuple(q.shape)}")
-    rows, cols = torch.arange(height) >= height // 2, torch.arange(width) >= width // 2
-    quadrant = rows[:, None].long() * 2 + cols[None, :].long()
-    return q[:, quadrant]
+    return q[:, quadrant_of_pixels(height, width)]

@@ -95,8 +95,7 @@ class Monotonicity(ModelMetric):
                                 inputs[sample], out=out[row])
             return out, torch.arange(s.start, s.stop) // per_sample
 
-        original = score_generated(scorer, n, lambda s: (x[s], torch.arange(s.start, s.stop)),
-                                   batch_size=self.batch_size)[:, 0].double()
+        original = self._input_scores(x, scorer).double()
         perturbed = score_generated(scorer, n * per_sample, make_inputs,
                                     batch_size=self.batch_size, progress=self.progress,
                                     desc=self.name).view(n, n_cells, nb).double()

@@ -32,8 +32,8 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
-from .._batching import iter_slices
-from .._layer_masking import check_layer_masking, layer_masked_scores
+from .._batching import iter_slices, masked_scores
+from .._layer_masking import check_layer_masking
 from .._validation import check_choice, check_non_negative
 from .._scoring import check_fractions, descending_ranks, trapezoid_auc
 from ..selectors import top_class_hits
@@ -153,8 +153,7 @@ class Road(ModelMetric):
         scores, hits = [], []
         for s in iter_slices(n * per_sample, self.batch_size, self.progress, self.name):
             batch, rows, keep = make_inputs(s)
-            outputs = (scorer.forward(batch, rows) if keep is None else
-                       layer_masked_scores(scorer.forward, batch, rows, keep))
+            outputs = masked_scores(scorer.forward, batch, rows, keep)
             scores.append(scorer.select(outputs, rows).float().cpu())
             hits.append(top_class_hits(scorer.selector, outputs, rows))
         outputs = torch.cat(scores).view(n, len(orders), -1).double().numpy()

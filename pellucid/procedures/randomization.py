@@ -186,16 +186,16 @@ class ModelRandomization(Procedure, ModelRunner):
             t = predict_batched(as_model(randomized), x, batch_size=self.batch_size).argmax(1)
         generator = self._generator()
         modules = dict(randomized.named_modules())
-        trained = {name: {key: p.detach().clone()  # what independent mode puts back
-                          for key, p in modules[name].named_parameters(recurse=False)}
-                   for name in names} if self.mode == "independent" else {}
+        trained = dict(self.model.named_modules())  # never changed: what independent mode puts back
         random = {name: random_parameters(modules[name], generator) for name in names}
         root = int(torch.randint(2**62, (1,), generator=generator))
         original = self._smooth_heatmaps(randomized, x, t, root)
         similarities = {name: [] for name in SIMILARITIES}
         for i, name in enumerate(names):
             if self.mode == "independent" and i:
-                set_parameters(modules[names[i - 1]], trained[names[i - 1]])
+                previous = names[i - 1]
+                set_parameters(modules[previous],
+                               dict(trained[previous].named_parameters(recurse=False)))
             set_parameters(modules[name], random[name])
             heatmaps = self._smooth_heatmaps(randomized, x, t, root)
             similarities["spearman"].append(spearman_rows(original, heatmaps))
