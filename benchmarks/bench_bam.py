@@ -19,22 +19,15 @@ from torch import nn
 from pellucid.benchmark.statistics import bootstrap_ci
 from pellucid.datasets.bam import input_dependence, input_independence, load_bam, model_contrast
 from pellucid.explain import GradCAM, GradientInput, IntegratedGradients, Saliency, SmoothGrad
+from pellucid.zoo import fit_from_scratch
 
 
 def train_cnn(x, y, *, seed=0, epochs=20):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                              nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                              nn.Linear(32, int(y.max()) + 1))
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(x)).split(32):
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimizer.step()
-    return model.eval()
+    build = lambda: nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        nn.Linear(32, int(y.max()) + 1))
+    return fit_from_scratch(build, x, y, epochs=epochs, lr=3e-3, batch_size=32, seed=seed)
 
 
 def main() -> None:

@@ -12,27 +12,23 @@ from pellucid.datasets.bam import model_contrast
 from pellucid.explain import IntegratedGradients, Occlusion, Saliency
 from pellucid.metrics import FeatureAgreement, Irof
 from pellucid.procedures import DiffRoar
+from pellucid.zoo import fit_from_scratch
 
 
 def train(x, y, seed=0, steps=200, regression=False, cnn=False):
     """A one-hidden-layer MLP (or a conv-pool-conv-global max pool CNN), full-batch Adam."""
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    torch.manual_seed(seed)
-    outputs = 1 if regression else int(y.max()) + 1
-    model = (nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                           nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
-                           nn.Flatten(), nn.Linear(32, outputs)) if cnn else
-             nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 64), nn.ReLU(),
-                           nn.Linear(64, outputs)))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        out = model(x)
-        loss = (nn.functional.mse_loss(out[:, 0], y.float()) if regression
-                else nn.functional.cross_entropy(out, y.long()))
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    outputs = 1 if regression else int(torch.as_tensor(y).max()) + 1
+    inputs = torch.as_tensor(x)[0].numel()
+
+    def build():
+        if cnn:
+            return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                                 nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, outputs))
+        return nn.Sequential(nn.Flatten(), nn.Linear(inputs, 64), nn.ReLU(),
+                             nn.Linear(64, outputs))
+    return fit_from_scratch(build, x, y, epochs=steps, lr=1e-2, regression=regression,
+                            seed=seed)
 
 
 blocks = load_blockmnist(block_size=8)

@@ -17,21 +17,17 @@ from torch import nn
 
 from pellucid.explain import GradientInput, Saliency
 from pellucid.procedures import ModelRandomization
+from pellucid.zoo import fit_from_scratch
 
 
 def trained_mlp():
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16
     y = torch.as_tensor(bunch.target)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32),
-                          nn.ReLU(), nn.Linear(32, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
-    for _ in range(60):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
-        optimizer.step()
-    model.eval()
+    model = fit_from_scratch(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
+                                                   nn.Linear(32, 32), nn.ReLU(),
+                                                   nn.Linear(32, 10)),
+                             x[:1000], y[:1000], epochs=60, lr=2e-2)
     with torch.no_grad():
         accuracy = (model(x[1000:]).argmax(1) == y[1000:]).float().mean().item()
     print(f"test accuracy {accuracy:.3f}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -187,6 +188,34 @@ def train_model(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float,
             loss.backward()
             optimizer.step()
     model.eval()
+
+
+def fit_from_scratch(build: Callable[[], nn.Module], x: Any, y: Any, *, epochs: int,
+                     lr: float, batch_size: int | None = None, weight_decay: float = 0.0,
+                     regression: bool = False, seed: int | None = 0) -> nn.Module:
+    """``build()`` with torch seeded by ``seed`` (None: a fresh seed), then Adam on
+    cross-entropy (``regression``: the mean squared error of its single output) for ``epochs``
+    passes over mini-batches of ``batch_size`` in a new random order each (None: one
+    full-batch step per epoch). The global RNG is left as it was; returns the model in eval
+    mode. A ready trainer for the small models of ROAR/KAR's ``train_fn``, tests and examples
+    (:func:`train_model` trains the zoo's models from a :class:`Dataset`)."""
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(y))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed) if seed is not None else torch.seed()
+        model = build()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        for _ in range(epochs):
+            batches = ([slice(None)] if batch_size is None else
+                       torch.randperm(len(x)).split(batch_size))
+            for batch in batches:
+                optimizer.zero_grad()
+                out = model(x[batch])
+                loss = (nn.functional.mse_loss(out[:, 0], y[batch].float()) if regression
+                        else nn.functional.cross_entropy(out, y[batch].long()))
+                loss.backward()
+                optimizer.step()
+    return model.eval()
 
 
 def evaluate(model: nn.Module, dataset: Dataset) -> dict[str, float]:

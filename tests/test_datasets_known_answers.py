@@ -8,24 +8,15 @@ from pellucid import datasets
 from pellucid.explain import IntegratedGradients
 from pellucid.metrics import FeatureAgreement
 from pellucid.procedures import Kar
+from pellucid.zoo import fit_from_scratch
 
 
 def fit_mlp(x, y, *, regression, seed=0, steps=300, hidden=64):
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        outputs = 1 if regression else int(y.max()) + 1
-        model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), hidden), nn.ReLU(),
-                              nn.Linear(hidden, outputs))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            out = model(x)
-            loss = (nn.functional.mse_loss(out[:, 0], y.float()) if regression
-                    else nn.functional.cross_entropy(out, y.long()))
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    outputs = 1 if regression else int(torch.as_tensor(y).max()) + 1
+    return fit_from_scratch(
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(torch.as_tensor(x)[0].numel(), hidden),
+                              nn.ReLU(), nn.Linear(hidden, outputs)),
+        x, y, epochs=steps, lr=1e-2, weight_decay=1e-4, regression=regression, seed=seed)
 
 
 @pytest.mark.parametrize("function, formula", [
@@ -133,19 +124,11 @@ def test_bad_arguments_are_explained():
 # -- BAM (Yang & Kim, 2019) -------------------------------------------------------------------
 
 def train_cnn(x, y, seed=0, epochs=12):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                              nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                              nn.Linear(32, int(y.max()) + 1))
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(x)).split(32):
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimizer.step()
-    return model.eval()
+    build = lambda: nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        nn.Linear(32, int(y.max()) + 1))
+    return fit_from_scratch(build, x, y, epochs=epochs, lr=3e-3, batch_size=32, seed=seed)
 
 
 def test_bam_images_are_a_scene_with_a_pasted_object():

@@ -8,21 +8,15 @@ from torch import nn
 from pellucid.datasets import load_blockmnist, load_suppressor
 from pellucid.explain import Occlusion, Saliency
 from pellucid.procedures import DiffRoar, Kar
+from pellucid.zoo import fit_from_scratch
 
 
 def train_mlp(x, y, seed=0, steps=150):
     """Full-batch Adam on a one-hidden-layer MLP (the model class of Shah et al.'s theory)."""
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 32), nn.ReLU(),
-                              nn.Linear(32, 2))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    return model.eval()
+    inputs = torch.as_tensor(x)[0].numel()
+    return fit_from_scratch(lambda: nn.Sequential(nn.Flatten(), nn.Linear(inputs, 32), nn.ReLU(),
+                                                  nn.Linear(32, 2)),
+                            x, y, epochs=steps, lr=1e-2, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pellucid.explain import Saliency
 from pellucid.explain.base import Explainer
 from pellucid.procedures import ModelRandomization
 from pellucid.procedures.randomization import ssim
+from pellucid.zoo import fit_from_scratch
 
 from conftest import small_cnn, small_mlp
 
@@ -149,16 +150,10 @@ def trained_digits_mlp():
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16
     y = torch.as_tensor(bunch.target)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32),
-                              nn.ReLU(), nn.Linear(32, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
-    for _ in range(60):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
-        optimizer.step()
-    model.eval()
+    model = fit_from_scratch(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
+                                                   nn.Linear(32, 32), nn.ReLU(),
+                                                   nn.Linear(32, 10)),
+                             x[:1000], y[:1000], epochs=60, lr=2e-2)
     with torch.no_grad():
         assert (model(x[1000:]).argmax(1) == y[1000:]).float().mean() > 0.85
     return model, x[1000:1016]

@@ -139,3 +139,18 @@ def test_a_read_only_cache_warns_and_returns_the_trained_model(tmp_path, monkeyp
     with pytest.warns(UserWarning, match="could not cache"):
         model, info = zoo.get_model("suppressor_linear", cache_dir=tmp_path)
     assert not info["from_cache"] and not model.training
+
+
+def test_fit_from_scratch_is_seeded_leaves_the_global_rng_and_learns():
+    from torch import nn
+
+    from pellucid.zoo import fit_from_scratch
+    x = torch.rand(64, 3, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > x[:, 1]).long()
+    state = torch.random.get_rng_state()
+    models = [fit_from_scratch(lambda: nn.Linear(3, 2), x, y, epochs=e, lr=0.1, batch_size=b)
+              for e, b in ((150, None), (150, None), (20, 16))]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(models[0].weight, models[1].weight) and not models[0].training
+    for model in (models[0], models[2]):
+        assert (model(x).argmax(1) == y).float().mean() > 0.9

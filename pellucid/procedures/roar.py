@@ -34,6 +34,7 @@ from .._scoring import check_fractions, descending_ranks, trapezoid_auc
 from .._validation import check_inputs, check_positive_int, check_seed
 from ..metrics import MetricResult
 from ..models import as_model
+from ..zoo import fit_from_scratch
 from .base import Procedure
 
 
@@ -194,18 +195,10 @@ def train_small_cnn(x: Any, y: Any, *, seed: int | None = 0, epochs: int = 30,
     """Train a small CNN (conv 16 - conv 16 - 4x4 average pool - linear) from scratch with Adam
     and cross-entropy on images ``(N, C, H, W)`` and integer labels; a ready ``train_fn`` for
     :class:`Roar`/:class:`Kar` on small images (seconds on a CPU). The global RNG is left as it
-    was. Returns the model in eval mode."""
-    x, y = torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(y))
-    n_classes = int(y.max()) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed) if seed is not None else torch.seed()
-        model = nn.Sequential(nn.Conv2d(x.shape[1], 16, 3, padding=1), nn.ReLU(),
+    was. Returns the model in eval mode (:func:`pellucid.zoo.fit_from_scratch`)."""
+    channels, n_classes = np.shape(x)[1], int(np.max(np.asarray(y))) + 1
+    return fit_from_scratch(
+        lambda: nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
                               nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                              nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, n_classes))
-        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(x)).split(batch_size):
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(model(x[batch]), y[batch].long()).backward()
-                optimizer.step()
-    return model.eval()
+                              nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, n_classes)),
+        x, y, epochs=epochs, lr=learning_rate, batch_size=batch_size, seed=seed)
