@@ -356,3 +356,14 @@ def test_a_typo_in_params_is_named_before_any_cell_runs(tmp_path):
                                          r"'nb_samples'\?"):
         run_benchmark(config, progress=False)
     assert CountingExplainer.calls == 0 and not (tmp_path / "results.csv").exists()
+
+
+def test_the_cells_of_python_data_are_keyed_by_the_true_attributions_they_read():
+    from pellucid.benchmark.runner import data_key, fingerprint
+    x, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+    plain = SimpleNamespace(x_test=x, y_test=y)
+    truth = SimpleNamespace(x_test=x, y_test=y, true_attributions_test=torch.rand(4, 3))
+    other = SimpleNamespace(x_test=x, y_test=y, true_attributions_test=torch.rand(4, 3))
+    keys = {fingerprint(data_key(d)) for d in (plain, truth, other)}
+    assert len(keys) == 3
+    assert data_key(plain) == [x, y, None]  # data without true attributions keep their keys

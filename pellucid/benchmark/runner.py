@@ -282,10 +282,14 @@ def model_key(model: Any, seed: int) -> Any:
 
 
 def data_key(data: Any) -> Any:
-    """Data given in Python, by the content of its test split (``None``: loaded by name)."""
+    """Data given in Python, by the content of its test split (``None``: loaded by name): its
+    inputs, labels, and what the cells read as ``masks`` (the masks, or the true attributions
+    of a tabular task; these are keyed only when present, so other data keep their keys)."""
     if data is None:
         return None
-    return [getattr(data, name, None) for name in ("x_test", "y_test", "masks_test")]
+    key = [getattr(data, name, None) for name in ("x_test", "y_test", "masks_test")]
+    truth = getattr(data, "true_attributions_test", None)
+    return key if truth is None else [*key, truth]
 
 
 def spec_key(spec: ComponentSpec) -> list:
@@ -379,8 +383,7 @@ def explain(method: ComponentSpec, method_class: type, prepared: PreparedDataset
     """The heatmaps of a method (what its cache file holds), with the seconds per sample. The
     explainer gets the benchmark's seed whatever process runs it: a cell's numbers never
     depend on where it ran."""
-    explainer = method_class(prepared.model, **{"seed": seed, "progress": False,
-                                                 **method.params})
+    explainer = method_class(prepared.model, **runner_kwargs(method.params, seed))
     start = time.perf_counter()
     heatmaps = explainer.explain(prepared.inputs, prepared.targets)
     seconds = (time.perf_counter() - start) / len(prepared.inputs)
@@ -444,9 +447,16 @@ def build_metric(metric_class: type, model: Any, params: dict[str, Any], seed: i
             raise ValueError(f"{metric_class.__name__} re-explains inputs with the cell's "
                              "method: pass method=(class, params)")
         method_class, method_params = method
-        params = {"explainer": method_class, "explainer_kwargs": {
-            "seed": seed, "progress": False, **method_params}, **params}
-    return metric_class(model, **{"seed": seed, "progress": False, **params})
+        params = {"explainer": method_class,
+                  "explainer_kwargs": runner_kwargs(method_params, seed), **params}
+    return metric_class(model, **runner_kwargs(params, seed))
+
+
+def runner_kwargs(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The keyword arguments of a runner the benchmark builds (a method, or a metric that
+    ``requires`` the model): the benchmark's seed and no inner progress bar, unless ``params``
+    say otherwise."""
+    return {"seed": seed, "progress": False, **params}
 
 
 def resolve(name: Any, module: Any, builtins: dict[str, type], kind: str) -> type:

@@ -48,8 +48,8 @@ from .factorization import NotFittedError, check_non_negative_activations, make_
 from .importance import IMPORTANCE_METHODS
 from .metrics import ConceptScores
 from ..cam.reshape import vit_reshape
-from .modules import (ConceptHead, ConceptMaskModel, ConceptModel, pool_activations,
-                      split_sequential, token_layout, tokens_to_grid)
+from .modules import (ConceptHead, ConceptMaskModel, ConceptModel, activation_layout,
+                      pool_activations, split_sequential, token_layout, tokens_to_grid)
 from .split import layer_name, split_model
 
 class Craft(ModelRunner):
@@ -123,7 +123,7 @@ class Craft(ModelRunner):
         factorization = make_factorization(self._factorization, self.n_concepts, self.seed)
         first = self._activations(x[:1])  # channels and token layout checked before the crops
         factorization.check_channels(first.shape[-1] if first.ndim == 3 else first.shape[1])
-        self._layout(first, x)
+        activation_layout(first, x, self.reshape)
         if len(x) * self.crops_per_image < self.n_concepts:
             raise ValueError(f"{len(x)} images x crops_per_image={self.crops_per_image} crops "
                              f"are fewer than n_concepts={self.n_concepts}; pass more images "
@@ -299,16 +299,10 @@ class Craft(ModelRunner):
                 "signed, so it" if activations.ndim == 3 else ""))
         return activations
 
-    def _layout(self, activations: torch.Tensor, x: torch.Tensor) -> vit_reshape | None:
-        """The token layout of ``g``'s tokens for images ``x``; ``None`` for other outputs."""
-        if activations.ndim != 3:
-            return None
-        return token_layout(activations.shape[1], tuple(x.shape[2:]), self.reshape)
-
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Spatially averaged ``g(x)`` (the mean patch token for tokens), one batch."""
         activations = self._activations(x)
-        return pool_activations(activations, self._layout(activations, x))
+        return pool_activations(activations, activation_layout(activations, x, self.reshape))
 
     def _on_grid(self, coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-token coefficients ``(N, R, T)`` of the patch tokens on their grid; others as

@@ -90,6 +90,15 @@ def token_layout(count: int, grid: tuple[int, ...], reshape: vit_reshape | None 
     return reshape
 
 
+def activation_layout(activations: torch.Tensor, x: torch.Tensor,
+                      reshape: vit_reshape | None = None) -> vit_reshape | None:
+    """The :func:`token_layout` of ``g(x)`` when it is tokens ``(B, T, D)``; ``None`` for other
+    activations."""
+    if activations.ndim != 3:
+        return None
+    return token_layout(activations.shape[1], tuple(x.shape[2:]), reshape)
+
+
 def tokens_to_grid(coefficients: torch.Tensor, layout: vit_reshape) -> torch.Tensor:
     """Per-token coefficients ``(B, R, T) -> (B, R, h, w)``: the patch tokens on their grid."""
     return layout(coefficients.transpose(1, 2))
@@ -168,6 +177,5 @@ class ConceptModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activations = self.g(x)
-        layout = (token_layout(activations.shape[1], tuple(x.shape[2:]), self.reshape)
-                  if activations.ndim == 3 else None)
+        layout = activation_layout(activations, x, self.reshape)
         return encode_differentiable(pool_activations(activations, layout), self.factorization)
