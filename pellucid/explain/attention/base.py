@@ -16,7 +16,6 @@ upsampled bilinearly to the image, as the CAMs are, and min-max scaled when ``no
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..._scorer import Scorer
 from ..._validation import check_positive_int
 from ..base import WhiteBoxExplainer
 from ..cam.base import min_max_normalize
+from ..cam.reshape import grid_of_patches
 from .capture import Attention, AttentionCapture
 
 
@@ -121,14 +121,12 @@ class AttentionExplainer(WhiteBoxExplainer):
                                  f"attention has {patches} tokens after nb_prefix_tokens="
                                  f"{self.nb_prefix_tokens}")
             return h, w
-        height, width = size
-        h = round(math.sqrt(patches * height / width))
-        w = patches // max(h, 1)
-        if h < 1 or h * w != patches or h * width != w * height:
+        found = grid_of_patches(patches, size)
+        if found is None:
             raise ValueError(f"cannot lay {patches} patch tokens on a grid with the images' "
-                             f"aspect ratio {height}x{width}; pass patch_grid=(h, w) (and check "
-                             f"nb_prefix_tokens={self.nb_prefix_tokens})")
-        return h, w
+                             f"aspect ratio {size[0]}x{size[1]}; pass patch_grid=(h, w) (and "
+                             f"check nb_prefix_tokens={self.nb_prefix_tokens})")
+        return found
 
     def _token_maps(self, layers: list[Attention], scores: torch.Tensor | None,
                     nb_targets: int) -> torch.Tensor:

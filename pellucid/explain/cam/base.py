@@ -29,7 +29,7 @@ from ..._batching import iter_slices
 from ..._scorer import Scorer
 from ...models import module_device, module_dtype
 from ..base import WhiteBoxExplainer
-from .reshape import channels_last_reshape, vit_reshape
+from .reshape import channels_last_reshape, grid_of_patches, vit_reshape
 
 POOLING_LAYERS = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                   nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
@@ -154,12 +154,10 @@ def token_reshape(count: int, grid: tuple[int, ...]) -> vit_reshape | None:
     """``vit_reshape(h, w)`` when ``count`` tokens are a class token and an ``h x w`` grid with
     the input's aspect ratio, else ``None``. Tokens without a class token are not read as a
     grid: they are as likely flattened maps of a hybrid model that has a 4-D stage."""
-    patches = count - 1
-    height = round((patches * grid[0] / grid[1]) ** 0.5) if len(grid) == 2 else 0
-    if patches < 2 or not height or patches % height or height > grid[0] or \
-            height * grid[1] != (patches // height) * grid[0]:
+    if count - 1 < 2 or len(grid) != 2:
         return None
-    return vit_reshape(height, patches // height)
+    found = grid_of_patches(count - 1, grid)
+    return None if found is None or found[0] > grid[0] else vit_reshape(*found)
 
 
 def _last_token_layer(tokens: list[tuple[str, torch.Tensor, vit_reshape]], output: Any
@@ -197,11 +195,6 @@ def is_channels_last(module: nn.Module, shape: tuple[int, ...], grid: tuple[int,
     return last
 
 
-_AUTOMATIC_RESHAPE = threading.local()
-"""Per thread, ``id(CAM) -> reshape`` of the channels-last or token layer chosen automatically
-for the call in progress (a call-local setting that the variants' ``_to_maps`` calls see)."""
-
-
 class Batch(NamedTuple):
     """What a variant may need besides the activations and gradients of one batch."""
 
@@ -210,6 +203,7 @@ class Batch(NamedTuple):
     scorer: Scorer         # the call's scores (targets, forward arguments)
     scores: torch.Tensor   # (B,) the target scores y_c of the unperturbed inputs
     layer: nn.Module       # the target layer
+    reshape: Callable | None  # ``reshape``, or the one of an automatically chosen layer
 
 
 class BaseCAM(WhiteBoxExplainer):
@@ -256,37 +250,29 @@ class BaseCAM(WhiteBoxExplainer):
 
     # -- the pipeline --------------------------------------------------------------------
     def _explain(self, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
-        layer = self._layer
+        layer, reshape = self._layer, self.reshape
         if layer is None:
             first_kwargs = scorer.kwargs_for(torch.zeros(1, dtype=torch.long))
-            name, reshape = choose_target_layer(self.module, x, first_kwargs)
+            name, chosen = choose_target_layer(self.module, x, first_kwargs)
             layer = dict(self.module.named_modules())[name]
-            if reshape is not None:
-                _AUTOMATIC_RESHAPE.by_explainer = {
-                    **getattr(_AUTOMATIC_RESHAPE, "by_explainer", {}),
-                    id(self): reshape}
-                try:
-                    return self._explain_layer(layer, x, scorer)
-                finally:
-                    del _AUTOMATIC_RESHAPE.by_explainer[id(self)]
-        return self._explain_layer(layer, x, scorer)
-
-    def _explain_layer(self, layer: nn.Module, x: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+            reshape = chosen if reshape is None else reshape
         maps = []
         for s in iter_slices(len(x), self.batch_size, self.progress, type(self).__name__):
             xb = x[s].to(self._model.device, self._model.dtype)
             rows = torch.arange(s.start, s.stop)
-            activations, gradients, scores = self._capture(layer, xb, scorer, rows)
+            activations, gradients, scores = self._capture(layer, reshape, xb, scorer, rows)
             layer_map = self._layer_map(activations, gradients,
-                                        Batch(xb, rows, scorer, scores, layer))
+                                        Batch(xb, rows, scorer, scores, layer, reshape))
             maps.append(torch.relu(layer_map).detach().float().cpu())
         cams = upsample(torch.cat(maps), tuple(x.shape[2:]))
         return min_max_normalize(cams) if self.normalize else cams
 
-    def _capture(self, layer: nn.Module, x: torch.Tensor, scorer: Scorer, rows: torch.Tensor
+    def _capture(self, layer: nn.Module, reshape: Callable | None, x: torch.Tensor,
+                 scorer: Scorer, rows: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Activations ``(B, C, h, w)``, their gradients (or ``None`` for gradient-free
-        variants) and the target scores ``(B,)`` for one batch."""
+        """Activations ``(B, C, h, w)`` (the layer's output through ``reshape``), their
+        gradients (or ``None`` for gradient-free variants) and the target scores ``(B,)`` for
+        one batch."""
         captured: list[torch.Tensor] = []
 
         def keep(_module, _inputs, output):
@@ -311,13 +297,12 @@ class BaseCAM(WhiteBoxExplainer):
             gradients = None
             if self.needs_gradients:
                 (grad,) = torch.autograd.grad(scores.sum(), output)
-                gradients = self._to_maps(grad.detach())
-        return self._to_maps(output.detach()), gradients, scores.detach()
+                gradients = self._to_maps(grad.detach(), reshape)
+        return self._to_maps(output.detach(), reshape), gradients, scores.detach()
 
-    def _to_maps(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The layer's output (or a tensor laid out like it) as ``(B, C, h, w)``."""
-        reshape = self.reshape if self.reshape is not None else getattr(
-            _AUTOMATIC_RESHAPE, "by_explainer", {}).get(id(self))
+    def _to_maps(self, tensor: torch.Tensor, reshape: Callable | None) -> torch.Tensor:
+        """The layer's output (or a tensor laid out like it) as ``(B, C, h, w)``, through
+        ``reshape`` (that of :class:`Batch`)."""
         maps = reshape(tensor) if reshape is not None else tensor
         if not torch.is_tensor(maps) or maps.ndim != 4:
             shape = tuple(maps.shape) if torch.is_tensor(maps) else type(maps).__name__

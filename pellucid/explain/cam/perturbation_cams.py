@@ -7,7 +7,7 @@ never one at a time), so memory is bounded by ``batch_size`` whatever the channe
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -103,7 +103,7 @@ class AblationCAM(_PerturbationCAM):
             return batch.inputs[sample[s]]
 
         def ablate(_module, _inputs, output):
-            positions = self._channel_positions(output)[current[0]]  # (n, h*w)
+            positions = self._channel_positions(output, batch.reshape)[current[0]]  # (n, h*w)
             flat = output.reshape(len(output), -1).clone()
             flat[torch.arange(len(output), device=flat.device)[:, None], positions] = 0
             return flat.reshape(output.shape)
@@ -111,12 +111,13 @@ class AblationCAM(_PerturbationCAM):
         with forward_hook(batch.layer, ablate):
             yield make_inputs
 
-    def _channel_positions(self, output: torch.Tensor) -> torch.Tensor:
+    def _channel_positions(self, output: torch.Tensor, reshape: Callable | None
+                           ) -> torch.Tensor:
         """``(C, h*w)``: where each channel of ``reshape(output)`` lies in one flattened item
         of the layer's output."""
         per_item = output.shape[1:]
         index = torch.arange(output[0].numel(), dtype=torch.float64, device=output.device)
-        maps = self._to_maps(index.reshape(1, *per_item))[0]
+        maps = self._to_maps(index.reshape(1, *per_item), reshape)[0]
         return maps.reshape(len(maps), -1).long()
 
     def _weights_from_scores(self, perturbed, original):

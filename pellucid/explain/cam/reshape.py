@@ -2,6 +2,8 @@
 (``vit_reshape``) and channels-last maps ``(N, h, w, C)`` (``channels_last_reshape``)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..._validation import check_positive_int
@@ -41,3 +43,14 @@ def channels_last_reshape(maps: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"channels_last_reshape expects channels-last maps (N, h, w, C); got "
                          f"shape {tuple(maps.shape)}")
     return maps.permute(0, 3, 1, 2)
+
+
+def grid_of_patches(patches: int, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The grid ``(h, w)`` of ``patches`` tokens on images of size ``(H, W)``: ``h * w =
+    patches`` and ``h / w = H / W``; ``None`` if there is none."""
+    height, width = size
+    h = round(math.sqrt(patches * height / width))
+    w = patches // max(h, 1)
+    if h < 1 or h * w != patches or h * width != w * height:
+        return None
+    return h, w

@@ -39,6 +39,12 @@ PRODUCTS = (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rm
             torch.Tensor.bmm)
 """The two-operand products given a product rule (DeepLIFT's, LRP's uniform split)."""
 
+MAX_POOLS = {func: getattr(F, f"{kind}{dims}d_with_indices")
+             for kind in ("max_pool", "adaptive_max_pool") for dims in (1, 2, 3)
+             for func in (getattr(F, f"{kind}{dims}d"), getattr(F, f"{kind}{dims}d_with_indices"))}
+"""Each max pooling function (``F.max_pool2d``, ``F.max_pool2d_with_indices``, ...) -> its
+``_with_indices`` form."""
+
 
 def split_weighted(args: tuple, kwargs: dict) -> tuple:
     """The arguments of a ``WEIGHTED`` call ``func(input, weight, bias, *rest, **keywords)``
@@ -302,11 +308,8 @@ def _handlers() -> dict:
             if in_place is not None:
                 handlers.setdefault(in_place, _first_stacked(
                     partial(_elementwise, out_of_place=out_of_place, in_place=True)))
-    for kind in ("max_pool", "adaptive_max_pool"):
-        for dims in (1, 2, 3):
-            with_indices = getattr(F, f"{kind}{dims}d_with_indices")
-            for func in (getattr(F, f"{kind}{dims}d"), with_indices):
-                handlers[func] = _first_stacked(partial(_max_pool, with_indices=with_indices))
+    for func, with_indices in MAX_POOLS.items():
+        handlers[func] = _first_stacked(partial(_max_pool, with_indices=with_indices))
     for func in WEIGHTED:
         handlers[func] = _first_stacked(_weighted)
     for func in PRODUCTS:

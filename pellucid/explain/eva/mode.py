@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..deeplift.mode import split_weighted
+from ..deeplift.mode import MAX_POOLS, split_weighted
 from .bounds import (Node, affine_backward, max_pool_backward, relu_backward, sum_backward,
                      tighten)
 
@@ -282,11 +282,8 @@ def _handlers() -> dict:
         handlers[func] = _dropout
     for func in (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_):
         handlers[func] = _relu
-    for kind in ("max_pool", "adaptive_max_pool"):
-        for dims in (1, 2, 3):
-            with_indices = getattr(F, f"{kind}{dims}d_with_indices")
-            for func in (getattr(F, f"{kind}{dims}d"), with_indices):
-                handlers[func] = partial(_max_pool, with_indices=with_indices)
+    for func, with_indices in MAX_POOLS.items():
+        handlers[func] = partial(_max_pool, with_indices=with_indices)
     for sign, name, funcs in ((1.0, "add", (torch.add, torch.Tensor.add, torch.Tensor.__add__,
                                             torch.Tensor.__radd__)),
                               (-1.0, "sub", (torch.sub, torch.Tensor.sub, torch.Tensor.__sub__,
