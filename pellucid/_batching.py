@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from ._layer_masking import layer_masked_scores
+from ._layer_masking import layer_masked_forward
 from .models import Model
 
 
@@ -43,7 +43,7 @@ def score_generated(scorer: Any, n: int,
     ``make_inputs(s) -> (batch, rows)`` for consecutive slices ``s`` (``rows``: the original
     input of each item). ``make_inputs`` may return ``(batch, rows, keep)`` instead: the items
     are then scored with the positions where ``keep`` ``(n, *spatial)`` is 0 masked at every
-    layer (:func:`pellucid._layer_masking.layer_masked_scores`)."""
+    layer (:func:`pellucid._layer_masking.layer_masked_forward`)."""
     outputs = [masked_scores(scorer, *make_inputs(s))
                for s in iter_slices(n, batch_size, progress, desc)]
     return torch.cat(outputs)
@@ -52,7 +52,7 @@ def score_generated(scorer: Any, n: int,
 def masked_scores(scorer: Any, batch: torch.Tensor, rows: torch.Tensor,
                   keep: torch.Tensor | None = None) -> torch.Tensor:
     """``scorer(batch, rows)``, layer-masked by ``keep`` when given."""
-    return scorer(batch, rows) if keep is None else layer_masked_scores(scorer, batch, rows, keep)
+    return scorer(batch, rows) if keep is None else layer_masked_forward(scorer, batch, keep, rows)
 
 
 def gradients_generated(model: Model, n: int,

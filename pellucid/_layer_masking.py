@@ -213,14 +213,6 @@ def _flat(args, kwargs):
             yield value
 
 
-def layer_masked_scores(scorer: Any, batch: torch.Tensor, rows: torch.Tensor,
-                        keep: torch.Tensor) -> torch.Tensor:
-    """``scorer(batch, rows)`` (a call's :class:`~pellucid._scorer.Scorer`, or its
-    ``forward``) with the positions where ``keep`` is 0 masked at every layer."""
-    with LayerMasking(keep) as mode:
-        return scorer(mode.masked_input(batch), rows)
-
-
 def check_layer_masking(masking: Any, model: Any, x: torch.Tensor | None = None) -> None:
     """``masking`` is ``"fill"`` or ``"layer"``; ``"layer"`` needs a torch Module and images."""
     if masking not in ("fill", "layer"):
@@ -233,9 +225,10 @@ def check_layer_masking(masking: Any, model: Any, x: torch.Tensor | None = None)
                          f"(N, C, H, W), got inputs of shape {tuple(x.shape)}")
 
 
-def layer_masked_forward(module: torch.nn.Module, x: torch.Tensor, keep: torch.Tensor,
+def layer_masked_forward(module: Any, x: torch.Tensor, keep: torch.Tensor, *args: Any,
                          **forward_kwargs: Any) -> Any:
-    """``module`` on ``x`` with the positions where ``keep`` (``(n, *spatial)``) is 0 masked
-    at every layer."""
+    """``module(x, *args, **forward_kwargs)`` (a torch Module, or a call's
+    :class:`~pellucid._scorer.Scorer` or its ``forward`` with ``rows`` in ``args``) with the
+    positions where ``keep`` (``(n, *spatial)``) is 0 masked at every layer."""
     with LayerMasking(keep) as mode:
-        return module(mode.masked_input(x), **forward_kwargs)
+        return module(mode.masked_input(x), *args, **forward_kwargs)

@@ -115,18 +115,19 @@ class Rise(MaskExplainer):
         x = x.to(self._model.device)  # perturbed copies are built where the model runs
         masks_for = self._mask_source(x)
         saliency = torch.zeros(len(x), scorer.nb_targets, *x.shape[2 if x.ndim == 4 else 1:])
-        kept = torch.zeros(saliency.shape[2:])  # how many masks keep each pixel
+        layer = self.masking == "layer"
+        kept = torch.zeros(saliency.shape[2:])  # how many masks keep each pixel (layer masking)
 
         def accumulate(images: slice, masks: torch.Tensor, scores: torch.Tensor):
             # saliency[k, t] += sum_m scores[m, k, t] * masks[m]
             weighted = torch.einsum("mkt,mp->ktp", scores.to(masks), masks.flatten(1))
             saliency[images] += weighted.reshape(saliency[images].shape).cpu()
-            if images.start == 0:  # each mask once
+            if layer and images.start == 0:  # each mask once
                 kept.add_(masks.sum(0).cpu())
 
         self._masked_scores(x, scorer, self.nb_samples, masks_for, inpainting(x, self._fill()),
                            accumulate)
-        if self.masking == "layer":  # E[f | pixel kept]: binary masks keep a pixel with
+        if layer:  # E[f | pixel kept]: binary masks keep a pixel with
             return saliency / kept.clamp(min=1)  # a frequency that is not exactly p
         return saliency / (self.nb_samples * self.preservation_probability)
 
